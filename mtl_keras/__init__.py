@@ -1,0 +1,37 @@
+"""mtl_keras: multi-task learning for Keras 3 (TensorFlow backend).
+
+The public API lives here and nowhere else.
+"""
+
+__version__ = "0.1.0"
+
+from mtl_keras.builders import attach_heads, build_text_model
+from mtl_keras.datasets.pipeline import InputError, make_dataset, make_text_dataset
+from mtl_keras.datasets.tokenization import build_vocabulary, tokenize
+from mtl_keras.datasets.vader import load_vader
+from mtl_keras.encoders.text import (
+    BiLSTMTextEncoder,
+    ConvTextEncoder,
+    TransformerBlock,
+    TransformerTextEncoder,
+    get_text_encoder,
+)
+from mtl_keras.evaluation import compute_metrics, delta_m, task_deltas
+from mtl_keras.export import export_saved_model, load_saved_model
+from mtl_keras.heads import TaskHead
+from mtl_keras.labels import MISSING, LabelError, prepare_labels
+from mtl_keras.losses import MaskedLoss
+from mtl_keras.metrics import MacroF1, MacroPrecision, MacroRecall, PearsonR, SparseMacroAUC
+from mtl_keras.seeds import DEFAULT_SEED, set_global_seed
+from mtl_keras.tasks import HIGHER_IS_BETTER, KINDS, Task
+from mtl_keras.training.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
+from mtl_keras.training.compile import compile_multitask
+
+__all__ = [
+    "BiLSTMTextEncoder", "ConvTextEncoder", "DEFAULT_SEED", "HIGHER_IS_BETTER", "InputError", "KINDS", "LabelError",
+    "MISSING", "MacroF1", "MacroPrecision", "MacroRecall", "MaskedLoss", "NonFiniteLossError", "PearsonR",
+    "SparseMacroAUC", "StopOnNonFiniteLoss", "Task", "TaskHead", "TransformerBlock", "TransformerTextEncoder",
+    "attach_heads", "build_text_model", "build_vocabulary", "compile_multitask", "compute_metrics", "delta_m",
+    "export_saved_model", "get_text_encoder", "load_saved_model", "load_vader", "make_dataset", "make_text_dataset",
+    "prepare_labels", "set_global_seed", "task_deltas", "tokenize",
+]

@@ -1,0 +1,65 @@
+"""tf.data pipelines that feed multi-task models: inputs, labels and per-task sample weights (missing = 0)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from mtl_keras.labels import prepare_labels
+from mtl_keras.seeds import DEFAULT_SEED
+from mtl_keras.tasks import Task
+
+
+class InputError(ValueError):
+    """Model inputs that cannot be used, with what was expected."""
+
+
+def as_text_array(texts, what: str = "texts") -> np.ndarray:
+    """Texts as a 1-D object array of str; raises InputError for anything that is not a non-empty list of strings."""
+    if isinstance(texts, str):
+        raise InputError(f"{what}: expected a list of strings, got one string; wrap it in a list.")
+    array = np.asarray(texts, dtype=object)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1:
+        raise InputError(f"{what}: expected a 1-D list of strings, got shape {array.shape}.")
+    if len(array) == 0:
+        raise InputError(f"{what}: the list is empty; the text model needs at least one example.")
+    for index, text in enumerate(array):
+        if isinstance(text, bytes):
+            array[index] = text.decode("utf-8")
+        elif not isinstance(text, str):
+            raise InputError(f"{what}: the text model takes strings; item {index} is {type(text).__name__} "
+                             f"({text!r}).")
+    return array
+
+
+def make_dataset(
+    inputs,
+    labels: Mapping[str, object],
+    tasks: Sequence[Task],
+    masks: Mapping[str, object] | None = None,
+    batch_size: int = 64,
+    shuffle: bool = False,
+    seed: int = DEFAULT_SEED,
+) -> tf.data.Dataset:
+    """A batched dataset of `(inputs, labels, sample_weights)`, labels and weights keyed by task name.
+
+    Labels are checked against their tasks first (`mtl_keras.labels.prepare_labels`), so bad labels fail here, before
+    any training step. Shuffling is seeded and reshuffles every epoch.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    labels, weights = prepare_labels(tasks, labels, masks, num_examples=len(inputs))
+    dataset = tf.data.Dataset.from_tensor_slices((inputs, labels, weights))
+    if shuffle:
+        dataset = dataset.shuffle(len(inputs), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def make_text_dataset(texts, labels, tasks, masks=None, **kwargs) -> tf.data.Dataset:
+    """`make_dataset` for the text model, checking that the inputs are strings."""
+    texts = as_text_array(texts)
+    return make_dataset(tf.constant(texts.tolist(), dtype=tf.string), labels, tasks, masks, **kwargs)

@@ -1,0 +1,71 @@
+"""Per-task metrics from predictions, and the multi-task gain Δm against single-task baselines.
+
+Metrics are computed with the same metric objects training uses (`Task.build_metrics`), weighted by the label
+masks, so a number in `metrics.json` means exactly what the training logs meant.
+
+Δm (Maninis et al. 2019; Vandenhende et al. 2021; as LibMTL reports it) is the mean over tasks of the mean over each
+task's metrics of `s * (M_multi - M_single) / |M_single|`, with `s = +1` where higher is better and `-1` otherwise,
+in percent. Positive means the multi-task model is better.
+
+Example:
+
+>>> from mtl_keras.tasks import Task
+>>> tasks = [Task("a", "binary", metrics=["accuracy"]), Task("b", "regression", metrics=["mae"])]
+>>> delta_m(tasks, {"a": {"accuracy": 0.9}, "b": {"mae": 0.5}}, {"a": {"accuracy": 0.8}, "b": {"mae": 0.4}})
+-6.25
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from mtl_keras.labels import prepare_labels
+from mtl_keras.tasks import Task, as_task_dict
+
+
+def compute_metrics(
+    tasks: Sequence[Task],
+    predictions: Mapping[str, np.ndarray],
+    labels: Mapping[str, np.ndarray],
+    masks: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, dict[str, float]]:
+    """`{task: {metric: value, ..., "labelled": count}}` over the examples that carry each task's label."""
+    tasks = as_task_dict(tasks)
+    labels, weights = prepare_labels(tasks, labels, masks)
+    results = {}
+    for name, task in tasks.items():
+        if name not in predictions:
+            raise KeyError(f"No predictions for task {name!r}; got {sorted(predictions)}.")
+        values = {}
+        for metric in task.build_metrics():
+            metric.update_state(labels[name], np.asarray(predictions[name]), sample_weight=weights[name])
+            values[metric.name] = float(np.asarray(metric.result()))
+        values["labelled"] = int(weights[name].sum())
+        results[name] = values
+    return results
+
+
+def task_deltas(
+    tasks: Sequence[Task], multi: Mapping[str, Mapping[str, float]], single: Mapping[str, Mapping[str, float]]
+) -> dict[str, float]:
+    """Per task, the mean signed relative gain (in %) of the multi-task model over its single-task baseline."""
+    deltas = {}
+    for name, task in as_task_dict(tasks).items():
+        gains = []
+        for metric in task.metric_names:
+            reference = single[name][metric]
+            if reference == 0:
+                raise ValueError(f"Task {name!r}: the single-task {metric} is 0, so a relative gain is undefined.")
+            sign = 1.0 if task.metric_higher_is_better(metric) else -1.0
+            gains.append(sign * (multi[name][metric] - reference) / abs(reference))
+        deltas[name] = 100.0 * float(np.mean(gains))
+    return deltas
+
+
+def delta_m(
+    tasks: Sequence[Task], multi: Mapping[str, Mapping[str, float]], single: Mapping[str, Mapping[str, float]]
+) -> float:
+    """Δm in percent: the mean over tasks of `task_deltas`."""
+    return float(np.mean(list(task_deltas(tasks, multi, single).values())))

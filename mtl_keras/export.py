@@ -1,0 +1,61 @@
+"""SavedModel export with a serving signature for raw inputs, and crash-safe writing of run folders."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+TEXT_SIGNATURE = [tf.TensorSpec([None], tf.string, name="text")]
+
+
+def export_saved_model(model: keras.Model, path: str | os.PathLike, input_signature=None) -> Path:
+    """Writes a SavedModel whose `serve` and `serving_default` endpoints take raw inputs and return every task.
+
+    `input_signature` defaults to a batch of strings (`tf.string[None]`, named `text`) for text models.
+
+    Example (in a shell): `saved_model_cli show --dir RUN/saved_model --all` lists the signature.
+    """
+    path = Path(path)
+    signature = input_signature or TEXT_SIGNATURE
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", lambda *inputs: model(*inputs, training=False), input_signature=signature)
+    archive.write_out(str(path), verbose=False)
+    return path
+
+
+def load_saved_model(path: str | os.PathLike):
+    """The SavedModel's `serve` function: raw inputs in, dict of task outputs out. Needs no mtl_keras code."""
+    return tf.saved_model.load(str(path)).serve
+
+
+@contextlib.contextmanager
+def atomic_directory(final: str | os.PathLike, overwrite: bool = False):
+    """Yields a temporary folder beside `final`, moved into place only if the block succeeds.
+
+    A failure (an exception, a diverged run) leaves any existing `final` untouched and removes the partial folder.
+    With `overwrite`, an existing `final` is replaced only once the new one is complete.
+    """
+    final = Path(final)
+    if final.exists() and not overwrite:
+        raise FileExistsError(f"{final} already exists; choose another output folder or pass overwrite=True.")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if final.exists():
+        retired = final.with_name(f".{final.name}.old-{os.getpid()}")
+        final.rename(retired)
+        staging.rename(final)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        staging.rename(final)

@@ -1,0 +1,5 @@
+"""End-to-end jobs (`mtl-keras train <job>`): data, model, training, evaluation and a run folder."""
+
+from mtl_keras.jobs.text import TextJob
+
+JOBS = {"text": TextJob}

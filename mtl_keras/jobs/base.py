@@ -1,0 +1,159 @@
+"""What every job shares: training with guards, test metrics, single-task baselines and Δm, the run folder.
+
+A run folder holds:
+
+- `saved_model/`: a SavedModel serving raw inputs and returning every task;
+- `model.keras`: the Keras model;
+- `metrics.json`: per-task test (and validation) metrics, and with baselines the single-task metrics and Δm;
+- `history.json`: the per-epoch training logs (of the multi-task model and of each baseline);
+- `config.json`: the job, its settings and the tasks, enough for `mtl-keras evaluate` to rebuild the test split.
+
+The folder is written to a temporary place and moved into position only when complete, so a failed or diverged run
+never leaves a half-written folder nor damages an earlier one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import sys
+from pathlib import Path
+from typing import Any, ClassVar
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mtl_keras import __version__
+from mtl_keras.datasets.splits import Split, Splits
+from mtl_keras.evaluation import compute_metrics, delta_m, task_deltas
+from mtl_keras.export import atomic_directory, export_saved_model
+from mtl_keras.seeds import set_global_seed
+from mtl_keras.tasks import Task
+from mtl_keras.training.callbacks import StopOnNonFiniteLoss
+
+
+@dataclasses.dataclass
+class JobConfig:
+    """Settings every job has; a job's own config adds to them."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    patience: int = 2
+    seed: int = 1337
+    limit: int | None = None
+    loss_weights: dict[str, float] | None = None
+    baselines: bool = False
+
+
+class Job:
+    """A job: how to load its data, build its model and feed it. Subclasses fill in the class attributes."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type] = JobConfig
+    input_signature: ClassVar[list]
+
+    def __init__(self, config: JobConfig | None = None, **overrides):
+        config = config or self.config_class()
+        self.config = dataclasses.replace(config, **overrides)
+
+    # --- what a job defines -------------------------------------------------------------------------------------
+    def load_data(self) -> Splits:
+        raise NotImplementedError
+
+    def build_model(self, tasks: list[Task], splits: Splits) -> keras.Model:
+        raise NotImplementedError
+
+    def dataset(self, split: Split, tasks: list[Task], training: bool) -> tf.data.Dataset:
+        raise NotImplementedError
+
+    def model_inputs(self, inputs) -> Any:
+        """Inputs as `model.predict` takes them."""
+        return inputs
+
+    # --- shared machinery ----------------------------------------------------------------------------------------
+    def compile(self, model: keras.Model, tasks: list[Task]) -> keras.Model:
+        from mtl_keras.training.compile import compile_multitask
+
+        loss_weights = {k: v for k, v in (self.config.loss_weights or {}).items() if k in {t.name for t in tasks}}
+        return compile_multitask(model, tasks, loss_weights=loss_weights,
+                                 optimizer=keras.optimizers.Adam(self.config.learning_rate))
+
+    def train(self, tasks: list[Task], splits: Splits, verbose: int | str = "auto") -> tuple[keras.Model, dict]:
+        """Builds, compiles and fits a model for `tasks`; returns it (best validation weights) and its history."""
+        set_global_seed(self.config.seed)
+        model = self.compile(self.build_model(tasks, splits), tasks)
+        guard = StopOnNonFiniteLoss()
+        history = model.fit(
+            self.dataset(splits.train, tasks, training=True),
+            validation_data=self.dataset(splits.validation, tasks, training=False),
+            epochs=self.config.epochs,
+            shuffle=False,  # the dataset shuffles itself, with the job's seed
+            verbose=verbose,
+            callbacks=[
+                guard,
+                keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.config.patience,
+                                              restore_best_weights=True),
+            ],
+        )
+        guard.raise_if_failed()
+        return model, {key: [float(v) for v in values] for key, values in history.history.items()}
+
+    def evaluate(self, model, tasks: list[Task], split: Split) -> dict[str, dict[str, float]]:
+        predictions = predict_in_batches(model, self.model_inputs(split.inputs))
+        return compute_metrics(tasks, predictions, split.labels, split.masks)
+
+    def run(self, output: str | Path | None = None, overwrite: bool = False, verbose: int | str = "auto") -> Path:
+        """Trains the multi-task model (and baselines if asked), then writes the run folder; returns its path."""
+        splits = self.load_data()
+        tasks = splits.tasks
+        output = Path(output or Path("runs") / f"{self.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+        model, history = self.train(tasks, splits, verbose)
+        metrics = {"test": self.evaluate(model, tasks, splits.test),
+                   "validation": self.evaluate(model, tasks, splits.validation)}
+        histories = {"multitask": history}
+        if self.config.baselines:
+            single = {}
+            for task in tasks:
+                _log(f"baseline: single-task model for {task.name!r}")
+                baseline, histories[task.name] = self.train([task], splits, verbose)
+                single[task.name] = self.evaluate(baseline, [task], splits.test)[task.name]
+            metrics["single_task_test"] = single
+            metrics["task_delta_m_percent"] = task_deltas(tasks, metrics["test"], single)
+            metrics["delta_m_percent"] = delta_m(tasks, metrics["test"], single)
+        with atomic_directory(output, overwrite=overwrite) as folder:
+            model.save(folder / "model.keras")
+            export_saved_model(model, folder / "saved_model", self.input_signature)
+            _write_json(folder / "metrics.json", metrics)
+            _write_json(folder / "history.json", histories)
+            _write_json(folder / "config.json", {
+                "job": self.name,
+                "config": dataclasses.asdict(self.config),
+                "tasks": [task.get_config() for task in tasks],
+                "versions": {"mtl_keras": __version__, "tensorflow": tf.__version__, "keras": keras.__version__},
+            })
+        return output
+
+
+def predict_in_batches(model, inputs, batch_size: int = 512) -> dict[str, np.ndarray]:
+    """`model.predict` for a dict-output model, as NumPy arrays."""
+    return {name: np.asarray(values) for name, values in model.predict(inputs, batch_size=batch_size,
+                                                                        verbose=0).items()}
+
+
+def _write_json(path: Path, payload) -> None:
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def _log(message: str) -> None:
+    print(f"[mtl-keras] {message}", file=sys.stderr, flush=True)
+
+
+def read_run(run: str | Path) -> dict:
+    """A run folder's config.json, with a clear error when the folder is not a run."""
+    path = Path(run) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{run} is not a run folder (no config.json); pass the folder `mtl-keras train` wrote.")
+    return json.loads(path.read_text())

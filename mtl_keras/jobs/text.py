@@ -1,0 +1,64 @@
+"""`mtl-keras train text`: sentiment, intensity and domain on the bundled VADER corpus."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from mtl_keras.builders import build_text_model
+from mtl_keras.datasets.pipeline import as_text_array, make_text_dataset
+from mtl_keras.datasets.splits import Split, Splits
+from mtl_keras.datasets.tokenization import build_vocabulary
+from mtl_keras.datasets.vader import load_vader
+from mtl_keras.export import TEXT_SIGNATURE
+from mtl_keras.jobs.base import Job, JobConfig
+from mtl_keras.tasks import Task
+
+
+@dataclasses.dataclass
+class TextJobConfig(JobConfig):
+    """The text job's settings; the defaults are the README's main job."""
+
+    encoder: str = "cnn"
+    max_tokens: int = 20000
+    max_length: int = 64
+    embedding_dim: int = 128
+    dropout: float = 0.3
+    head_hidden_units: tuple[int, ...] = (64,)
+    data_path: str | None = None
+
+
+class TextJob(Job):
+    name = "text"
+    config_class = TextJobConfig
+    input_signature = TEXT_SIGNATURE
+
+    def load_data(self) -> Splits:
+        return load_vader(seed=self.config.seed, limit=self.config.limit, path=self.config.data_path)
+
+    def build_model(self, tasks: list[Task], splits: Splits) -> keras.Model:
+        config = self.config
+        vocabulary = build_vocabulary(splits.train.inputs, max_tokens=config.max_tokens)
+        return build_text_model(
+            tasks, vocabulary=vocabulary, encoder=config.encoder, max_tokens=config.max_tokens,
+            max_length=config.max_length, embedding_dim=config.embedding_dim, dropout=config.dropout,
+            head_hidden_units=config.head_hidden_units,
+            name="text_multitask" if len(tasks) > 1 else f"text_{tasks[0].name}",
+        )
+
+    def dataset(self, split: Split, tasks: list[Task], training: bool) -> tf.data.Dataset:
+        names = {task.name for task in tasks}
+        return make_text_dataset(
+            split.inputs,
+            {name: labels for name, labels in split.labels.items() if name in names},
+            tasks,
+            {name: mask for name, mask in split.masks.items() if name in names},
+            batch_size=self.config.batch_size if training else 512,
+            shuffle=training,
+            seed=self.config.seed,
+        )
+
+    def model_inputs(self, inputs):
+        return tf.constant(as_text_array(inputs).tolist(), dtype=tf.string)

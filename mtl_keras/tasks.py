@@ -1,0 +1,276 @@
+"""What a task is: its name, its kind, and everything the kind decides.
+
+One table, `KINDS`, says for each kind the head's activation, the default loss, the default metrics and the shape of
+its labels; one table, `HIGHER_IS_BETTER`, says each metric's direction (which makes the multi-task gain Δm
+computable). Nothing else in the library branches on a task's kind.
+
+Example:
+
+>>> topic = Task("topic", "multiclass", num_classes=4)
+>>> topic.output_units, topic.activation, topic.metric_names
+(4, 'softmax', ('accuracy', 'precision', 'recall', 'f1', 'auc'))
+>>> Task.from_config(topic.get_config()) == topic
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+
+from mtl_keras import losses as mtl_losses
+from mtl_keras import metrics as mtl_metrics
+
+MetricFactory = Callable[["Task"], keras.metrics.Metric]
+
+
+@dataclasses.dataclass(frozen=True)
+class KindSpec:
+    """What a kind of task implies."""
+
+    activation: str
+    default_loss: Callable[[], keras.losses.Loss]
+    metrics: dict[str, MetricFactory]  # name -> factory, in report order; the defaults of the kind
+    sparse_labels: bool  # labels are class indices (one per example, or per pixel) rather than vectors
+    label_description: str
+
+
+def _classes(task: Task) -> int:
+    return task.num_classes
+
+
+KINDS: dict[str, KindSpec] = {
+    "binary": KindSpec(
+        activation="sigmoid",
+        default_loss=keras.losses.BinaryCrossentropy,
+        metrics={
+            "accuracy": lambda t: keras.metrics.BinaryAccuracy(name="accuracy"),
+            "precision": lambda t: keras.metrics.Precision(name="precision"),
+            "recall": lambda t: keras.metrics.Recall(name="recall"),
+            "f1": lambda t: keras.metrics.F1Score(average="micro", threshold=0.5, name="f1"),
+            "auc": lambda t: keras.metrics.AUC(name="auc"),
+        },
+        sparse_labels=True,
+        label_description="0 or 1 per example (-1 = missing)",
+    ),
+    "multiclass": KindSpec(
+        activation="softmax",
+        default_loss=keras.losses.SparseCategoricalCrossentropy,
+        metrics={
+            "accuracy": lambda t: keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+            "precision": lambda t: mtl_metrics.MacroPrecision(_classes(t), name="precision"),
+            "recall": lambda t: mtl_metrics.MacroRecall(_classes(t), name="recall"),
+            "f1": lambda t: mtl_metrics.MacroF1(_classes(t), name="f1"),
+            "auc": lambda t: mtl_metrics.SparseMacroAUC(_classes(t), name="auc"),
+        },
+        sparse_labels=True,
+        label_description="a class index in [0, num_classes) per example (-1 = missing)",
+    ),
+    "multilabel": KindSpec(
+        activation="sigmoid",
+        default_loss=keras.losses.BinaryCrossentropy,
+        metrics={
+            "accuracy": lambda t: keras.metrics.BinaryAccuracy(name="accuracy"),
+            "precision": lambda t: keras.metrics.Precision(name="precision"),
+            "recall": lambda t: keras.metrics.Recall(name="recall"),
+            "f1": lambda t: keras.metrics.F1Score(average="macro", threshold=0.5, name="f1"),
+            "f1_micro": lambda t: keras.metrics.F1Score(average="micro", threshold=0.5, name="f1_micro"),
+            "auc": lambda t: keras.metrics.AUC(multi_label=True, num_labels=_classes(t), name="auc"),
+        },
+        sparse_labels=False,
+        label_description="a 0/1 vector of length num_classes per example (a row of -1 = missing)",
+    ),
+    "regression": KindSpec(
+        activation="linear",
+        default_loss=keras.losses.MeanSquaredError,
+        metrics={
+            "mae": lambda t: keras.metrics.MeanAbsoluteError(name="mae"),
+            "rmse": lambda t: keras.metrics.RootMeanSquaredError(name="rmse"),
+            "pearson_r": lambda t: mtl_metrics.PearsonR(name="pearson_r"),
+        },
+        sparse_labels=False,
+        label_description="a finite float (or a vector of `units` floats) per example (missing only through a mask)",
+    ),
+    "segmentation": KindSpec(
+        activation="softmax",
+        default_loss=keras.losses.SparseCategoricalCrossentropy,
+        metrics={
+            "pixel_accuracy": lambda t: keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy"),
+            "mean_iou": lambda t: keras.metrics.MeanIoU(
+                num_classes=_classes(t), sparse_y_true=True, sparse_y_pred=False, name="mean_iou"
+            ),
+        },
+        sparse_labels=True,
+        label_description="an (H, W) map of class indices in [0, num_classes) per example (all -1 = missing)",
+    ),
+}
+
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "accuracy": True,
+    "precision": True,
+    "recall": True,
+    "f1": True,
+    "f1_micro": True,
+    "auc": True,
+    "pixel_accuracy": True,
+    "mean_iou": True,
+    "pearson_r": True,
+    "mae": False,
+    "rmse": False,
+    "mse": False,
+    "loss": False,
+}
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One task of a multi-task model.
+
+    Args:
+        name: the task's name; names the model output, the labels, the loss weight and the logged metrics.
+        kind: one of `binary`, `multiclass`, `multilabel`, `regression`, `segmentation`.
+        num_classes: number of classes (multiclass, multilabel, segmentation; binary implies 2).
+        loss: `None` for the kind's default, or a Keras loss name, class instance or function. Whatever is given is
+            reduced as a mean over the examples that have a label (see `mtl_keras.losses.MaskedLoss`).
+        metrics: `None` for the kind's defaults, or a list of metric names from the kind's table and/or Keras metric
+            instances (give the direction of a custom metric in `higher_is_better`).
+        weight: the task's default loss weight.
+        units: output size of a regression task (default 1).
+        class_names: optional names of the classes, for reports.
+        higher_is_better: direction of metrics that `HIGHER_IS_BETTER` does not know.
+    """
+
+    name: str
+    kind: str
+    num_classes: int | None = None
+    loss: Any = None
+    metrics: Sequence[Any] | None = None
+    weight: float = 1.0
+    units: int | None = None
+    class_names: Sequence[str] | None = None
+    higher_is_better: dict[str, bool] | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise ValueError(f"Task name must be an identifier (letters, digits, _), got {self.name!r}.")
+        if self.kind not in KINDS:
+            raise ValueError(f"Task {self.name!r}: kind must be one of {sorted(KINDS)}, got {self.kind!r}.")
+        if self.kind == "binary" and self.num_classes not in (None, 2):
+            raise ValueError(f"Task {self.name!r}: a binary task has 2 classes, got num_classes={self.num_classes}.")
+        if self.kind in ("multiclass", "multilabel", "segmentation"):
+            if not isinstance(self.num_classes, int) or self.num_classes < 2:
+                raise ValueError(
+                    f"Task {self.name!r}: kind {self.kind!r} needs num_classes >= 2, got {self.num_classes!r}."
+                )
+        if self.kind == "regression" and self.num_classes is not None:
+            raise ValueError(f"Task {self.name!r}: a regression task has no num_classes (use units=).")
+        if self.units is not None and (self.kind != "regression" or int(self.units) < 1):
+            raise ValueError(f"Task {self.name!r}: units= applies to regression tasks only, as a positive int.")
+        if not float(self.weight) >= 0.0:
+            raise ValueError(f"Task {self.name!r}: weight must be >= 0, got {self.weight!r}.")
+        if self.class_names is not None and len(self.class_names) != self.num_classes_or_two:
+            raise ValueError(
+                f"Task {self.name!r}: {len(self.class_names)} class_names for {self.num_classes_or_two} classes."
+            )
+        object.__setattr__(self, "metrics", None if self.metrics is None else tuple(self.metrics))
+        object.__setattr__(self, "class_names", None if self.class_names is None else tuple(self.class_names))
+        for metric in self.metrics or ():
+            if isinstance(metric, str) and metric not in self.spec.metrics:
+                raise ValueError(
+                    f"Task {self.name!r}: unknown metric {metric!r} for kind {self.kind!r}; "
+                    f"known: {sorted(self.spec.metrics)}, or pass a keras.metrics.Metric."
+                )
+
+    @property
+    def spec(self) -> KindSpec:
+        return KINDS[self.kind]
+
+    @property
+    def activation(self) -> str:
+        return self.spec.activation
+
+    @property
+    def num_classes_or_two(self) -> int | None:
+        return 2 if self.kind == "binary" else self.num_classes
+
+    @property
+    def output_units(self) -> int:
+        """Width of the head's last layer."""
+        if self.kind == "binary":
+            return 1
+        if self.kind == "regression":
+            return int(self.units or 1)
+        return int(self.num_classes)
+
+    def build_loss(self) -> keras.losses.Loss:
+        """A fresh loss for this task, reduced over the examples that carry a label."""
+        base = self.spec.default_loss() if self.loss is None else self.loss
+        return mtl_losses.MaskedLoss(base, name=f"{self.name}_loss")
+
+    def build_metrics(self) -> list[keras.metrics.Metric]:
+        """Fresh metric objects for this task (names as in the logs, without the task prefix)."""
+        chosen = self.metrics if self.metrics is not None else tuple(self.spec.metrics)
+        built = []
+        for metric in chosen:
+            if isinstance(metric, str):
+                built.append(self.spec.metrics[metric](self))
+            else:
+                built.append(keras.metrics.deserialize(keras.metrics.serialize(metric)))
+        return built
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return tuple(m if isinstance(m, str) else m.name for m in (self.metrics or tuple(self.spec.metrics)))
+
+    def metric_higher_is_better(self, metric_name: str) -> bool:
+        """Direction of a metric, for Δm and model selection."""
+        directions = {**HIGHER_IS_BETTER, **(self.higher_is_better or {})}
+        if metric_name not in directions:
+            raise KeyError(
+                f"Task {self.name!r}: direction of metric {metric_name!r} unknown; "
+                f"pass higher_is_better={{{metric_name!r}: True or False}}."
+            )
+        return directions[metric_name]
+
+    def get_config(self) -> dict[str, Any]:
+        def encode(obj):
+            return obj if obj is None or isinstance(obj, str) else keras.saving.serialize_keras_object(obj)
+
+        config = dataclasses.asdict(self)
+        config["loss"] = encode(self.loss)
+        config["metrics"] = None if self.metrics is None else [encode(m) for m in self.metrics]
+        config["class_names"] = None if self.class_names is None else list(self.class_names)
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Task:
+        config = dict(config)
+
+        def decode(obj):
+            return obj if obj is None or isinstance(obj, str) else keras.saving.deserialize_keras_object(obj)
+
+        config["loss"] = decode(config.get("loss"))
+        if config.get("metrics") is not None:
+            config["metrics"] = [decode(m) for m in config["metrics"]]
+        return cls(**config)
+
+
+def as_task_dict(tasks: Sequence[Task] | dict[str, Task]) -> dict[str, Task]:
+    """Tasks keyed by name, checking they are Task objects with distinct names."""
+    task_list = list(tasks.values()) if isinstance(tasks, dict) else list(tasks)
+    if not task_list:
+        raise ValueError("At least one Task is needed.")
+    by_name: dict[str, Task] = {}
+    for task in task_list:
+        if not isinstance(task, Task):
+            raise TypeError(f"Expected mtl_keras.Task objects, got {type(task).__name__}: {task!r}.")
+        if task.name in by_name:
+            raise ValueError(f"Two tasks are named {task.name!r}; task names must be unique.")
+        by_name[task.name] = task
+    return by_name

@@ -1,0 +1,1 @@
+"""Compiling and training multi-task models."""

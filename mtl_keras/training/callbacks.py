@@ -1,0 +1,43 @@
+"""Callbacks that guard training."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first batch whose loss (total or any task's) is NaN or infinite, and remembers where.
+
+    Unlike `keras.callbacks.TerminateOnNaN`, it names the task whose loss went bad, and `raise_if_failed()` turns the
+    stop into an error, so a caller can refuse to save or export a diverged model.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.failure: str | None = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        bad = {key: value for key, value in (logs or {}).items()
+               if key.endswith("loss") and not math.isfinite(float(value))}
+        if bad:
+            self.failure = (f"non-finite loss at epoch {self._epoch + 1}, batch {batch + 1}: "
+                            + ", ".join(f"{key}={value}" for key, value in sorted(bad.items()))
+                            + "; training stopped (try a lower learning rate, or check inputs and targets).")
+            self.model.stop_training = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_begin(self, logs=None):
+        self.failure = None
+        self._epoch = 0
+
+    def raise_if_failed(self) -> None:
+        if self.failure:
+            raise NonFiniteLossError(self.failure)

@@ -1,0 +1,35 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from mtl_keras import Task  # noqa: E402
+
+
+@pytest.fixture
+def text_tasks():
+    return [
+        Task("sentiment", "binary"),
+        Task("intensity", "regression"),
+        Task("domain", "multiclass", num_classes=3),
+    ]
+
+
+@pytest.fixture
+def tiny_texts():
+    return np.array(
+        ["I love it :)", "terrible, awful service", "the market fell today", "what a great movie!!!",
+         "not good at all", "stocks and bonds rallied", "meh", "best phone ever"],
+        dtype=object,
+    )
+
+
+@pytest.fixture
+def tiny_labels():
+    return {
+        "sentiment": np.array([1, 0, -1, 1, 0, -1, 0, 1]),
+        "intensity": np.array([2.5, -3.0, -0.5, 3.1, -1.2, 0.4, -0.1, 2.9], "float32"),
+        "domain": np.array([0, 1, 2, 1, 0, 2, 0, 1]),
+    }
