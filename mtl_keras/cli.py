@@ -126,8 +126,8 @@ def _evaluate(args) -> int:
     split = getattr(job.load_data(), args.split)
     inputs = job.model_inputs(split.inputs)
     if args.saved_model:
-        serve = load_saved_model(args.run / "saved_model")
-        predictions = {name: value.numpy() for name, value in serve(inputs).items()}
+        saved = load_saved_model(args.run / "saved_model")
+        predictions = {name: value.numpy() for name, value in saved.serve(inputs).items()}
     else:
         model = keras.models.load_model(args.run / "model.keras")
         predictions = predict_in_batches(model, inputs)
@@ -147,8 +147,8 @@ def _predict(args) -> int:
 
     record = read_run(args.run)
     tasks = {t["name"]: Task.from_config(t) for t in record["tasks"]}
-    serve = load_saved_model(args.run / "saved_model")
-    outputs = {name: value.numpy() for name, value in serve(tf.constant(args.inputs, dtype=tf.string)).items()}
+    saved = load_saved_model(args.run / "saved_model")
+    outputs = {name: value.numpy() for name, value in saved.serve(tf.constant(args.inputs, dtype=tf.string)).items()}
     if args.json:
         print(json.dumps({name: value.tolist() for name, value in outputs.items()}))
         return 0

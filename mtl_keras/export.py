@@ -31,8 +31,11 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, input_signat
 
 
 def load_saved_model(path: str | os.PathLike):
-    """The SavedModel's `serve` function: raw inputs in, dict of task outputs out. Needs no mtl_keras code."""
-    return tf.saved_model.load(str(path)).serve
+    """The exported SavedModel; call `.serve(inputs)` for a dict of task outputs. Needs no mtl_keras code.
+
+    Keep the returned object alive while using `.serve`: its variables belong to it.
+    """
+    return tf.saved_model.load(str(path))
 
 
 @contextlib.contextmanager

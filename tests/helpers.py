@@ -26,8 +26,10 @@ def assert_model_round_trips(model: keras.Model, inputs, tmp_path, signature=Non
 
     spec = signature or [tf.TensorSpec((None,) + tuple(np.shape(inputs))[1:], tf.as_dtype(np.asarray(inputs).dtype))]
     export_saved_model(model, tmp_path / "saved_model", spec)
-    served = load_saved_model(tmp_path / "saved_model")(tf.constant(inputs))
-    _assert_outputs_close(expected, {k: v.numpy() for k, v in served.items()}, atol)
+    saved = load_saved_model(tmp_path / "saved_model")  # kept alive: it owns the variables
+    served = saved.serve(tf.constant(inputs))
+    served = {k: v.numpy() for k, v in served.items()} if isinstance(served, dict) else served.numpy()
+    _assert_outputs_close(expected, served, atol)
 
 
 def _assert_outputs_close(expected, actual, atol):

@@ -21,6 +21,12 @@ class Split:
     def __len__(self) -> int:
         return len(self.inputs)
 
+    def for_tasks(self, names) -> Split:
+        """The same examples with the labels and masks of the named tasks only."""
+        names = set(names)
+        return Split(self.inputs, {k: v for k, v in self.labels.items() if k in names},
+                     {k: v for k, v in self.masks.items() if k in names})
+
     def take(self, indices: np.ndarray) -> Split:
         return Split(
             self.inputs[indices],

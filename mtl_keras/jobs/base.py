@@ -30,7 +30,8 @@ from mtl_keras.datasets.splits import Split, Splits
 from mtl_keras.evaluation import compute_metrics, delta_m, task_deltas
 from mtl_keras.export import atomic_directory, export_saved_model
 from mtl_keras.seeds import set_global_seed
-from mtl_keras.tasks import Task
+from mtl_keras.tasks import Task, as_task_dict
+from mtl_keras.training.compile import compile_multitask, resolve_loss_weights
 from mtl_keras.training.callbacks import StopOnNonFiniteLoss
 
 
@@ -75,8 +76,7 @@ class Job:
 
     # --- shared machinery ----------------------------------------------------------------------------------------
     def compile(self, model: keras.Model, tasks: list[Task]) -> keras.Model:
-        from mtl_keras.training.compile import compile_multitask
-
+        # A baseline has one of the job's tasks: it takes that task's weight (its scale does not matter alone).
         loss_weights = {k: v for k, v in (self.config.loss_weights or {}).items() if k in {t.name for t in tasks}}
         return compile_multitask(model, tasks, loss_weights=loss_weights,
                                  optimizer=keras.optimizers.Adam(self.config.learning_rate))
@@ -102,6 +102,7 @@ class Job:
         return model, {key: [float(v) for v in values] for key, values in history.history.items()}
 
     def evaluate(self, model, tasks: list[Task], split: Split) -> dict[str, dict[str, float]]:
+        split = split.for_tasks(task.name for task in tasks)
         predictions = predict_in_batches(model, self.model_inputs(split.inputs))
         return compute_metrics(tasks, predictions, split.labels, split.masks)
 
@@ -109,6 +110,7 @@ class Job:
         """Trains the multi-task model (and baselines if asked), then writes the run folder; returns its path."""
         splits = self.load_data()
         tasks = splits.tasks
+        resolve_loss_weights(as_task_dict(tasks), self.config.loss_weights)  # bad names fail before any training
         output = Path(output or Path("runs") / f"{self.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
         model, history = self.train(tasks, splits, verbose)
         metrics = {"test": self.evaluate(model, tasks, splits.test),

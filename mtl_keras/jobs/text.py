@@ -49,12 +49,12 @@ class TextJob(Job):
         )
 
     def dataset(self, split: Split, tasks: list[Task], training: bool) -> tf.data.Dataset:
-        names = {task.name for task in tasks}
+        split = split.for_tasks(task.name for task in tasks)
         return make_text_dataset(
             split.inputs,
-            {name: labels for name, labels in split.labels.items() if name in names},
+            split.labels,
             tasks,
-            {name: mask for name, mask in split.masks.items() if name in names},
+            split.masks,
             batch_size=self.config.batch_size if training else 512,
             shuffle=training,
             seed=self.config.seed,

@@ -1,0 +1,118 @@
+"""End to end through the `mtl-keras` command, on a small stratified subset of the bundled corpus."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from mtl_keras.cli import main
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "mtl_keras.cli", *args], capture_output=True, text=True, env=ENV,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("runs") / "tiny"
+    result = run_cli("train", "text", "--limit", "400", "--epochs", "1", "--embedding-dim", "16",
+                     "--baselines", "--output", str(folder), "--quiet")
+    assert result.returncode == 0, result.stderr
+    return folder, result.stdout
+
+
+def test_train_writes_a_complete_run_folder(trained_run):
+    folder, stdout = trained_run
+    for name in ("model.keras", "saved_model", "metrics.json", "history.json", "config.json"):
+        assert (folder / name).exists(), name
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"sentiment", "intensity", "domain"}
+    assert set(metrics["test"]["sentiment"]) >= {"accuracy", "precision", "recall", "f1", "auc", "labelled"}
+    assert set(metrics["test"]["intensity"]) >= {"mae", "rmse", "pearson_r"}
+    assert set(metrics["single_task_test"]) == {"sentiment", "intensity", "domain"}
+    assert isinstance(metrics["delta_m_percent"], float)
+    history = json.loads((folder / "history.json").read_text())
+    assert set(history) == {"multitask", "sentiment", "intensity", "domain"}
+    assert "val_sentiment_loss" in history["multitask"]
+    assert "Δm" in stdout and "sentiment" in stdout
+
+
+def test_saved_model_in_a_fresh_process_matches_keras_predict(trained_run, tmp_path):
+    folder, _ = trained_run
+    texts = ["What a wonderful film :)", "The market fell sharply today.", "worst phone ever!!!", ""]
+    script = textwrap.dedent(f"""
+        import json, sys
+        import tensorflow as tf
+        saved = tf.saved_model.load({str(folder / "saved_model")!r})
+        outputs = saved.serve(tf.constant({texts!r}))
+        json.dump({{k: v.numpy().tolist() for k, v in outputs.items()}}, sys.stdout)
+    """)
+    served = json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV,
+                                       check=True).stdout)
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import mtl_keras  # noqa: F401
+
+    model = keras.models.load_model(folder / "model.keras")
+    predicted = model.predict(tf.constant(texts), verbose=0)
+    assert sorted(served) == sorted(predicted)
+    for name in predicted:
+        np.testing.assert_allclose(np.array(served[name]), predicted[name], atol=1e-5)
+
+
+def test_evaluate_recomputes_the_recorded_metrics(trained_run, capsys):
+    folder, _ = trained_run
+    assert main(["evaluate", str(folder)]) == 0
+    out = capsys.readouterr().out
+    recorded = json.loads((folder / "metrics.json").read_text())["test"]
+    assert f"{recorded['domain']['accuracy']:.4f}   (recorded: {recorded['domain']['accuracy']:.4f})" in out
+    assert main(["evaluate", str(folder), "--saved-model"]) == 0
+    assert f"(recorded: {recorded['intensity']['mae']:.4f})" in capsys.readouterr().out
+
+
+def test_predict_prints_every_task(trained_run, capsys):
+    folder, _ = trained_run
+    assert main(["predict", str(folder), "I love this", "stocks fell"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("sentiment") == 2 and out.count("intensity") == 2 and out.count("domain") == 2
+    assert "p(positive class)=" in out
+
+
+def test_existing_run_folder_is_not_overwritten(trained_run):
+    folder, _ = trained_run
+    before = (folder / "metrics.json").read_text()
+    result = run_cli("train", "text", "--limit", "200", "--epochs", "1", "--output", str(folder), "--quiet")
+    assert result.returncode == 2
+    assert "already exists" in result.stderr
+    assert (folder / "metrics.json").read_text() == before
+
+
+def test_unknown_task_in_loss_weights_fails_before_training(tmp_path):
+    result = run_cli("train", "text", "--limit", "200", "--loss-weight", "topic=2", "--output",
+                     str(tmp_path / "x"))
+    assert result.returncode == 2
+    assert "loss_weights name unknown task(s) ['topic']" in result.stderr
+    assert "Epoch" not in result.stdout
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("command", [["--help"], ["train", "text", "--help"], ["evaluate", "--help"],
+                                     ["predict", "--help"]])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(command)
+    assert exit_info.value.code == 0
+    assert "usage: mtl-keras" in capsys.readouterr().out
+
+
+def test_evaluate_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "is not a run folder" in capsys.readouterr().err

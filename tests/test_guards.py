@@ -1,0 +1,48 @@
+import keras
+import numpy as np
+import pytest
+
+from mtl_keras import NonFiniteLossError, StopOnNonFiniteLoss, Task, compile_multitask, make_dataset
+from mtl_keras.export import atomic_directory
+
+
+def test_nan_loss_stops_training_with_a_message_naming_the_task():
+    inputs = keras.Input(shape=(2,))
+    outputs = {"r": keras.layers.Dense(1, name="r")(inputs), "s": keras.layers.Dense(1, activation="sigmoid",
+                                                                                     name="s")(inputs)}
+    model = keras.Model(inputs, outputs)
+    tasks = [Task("r", "regression"), Task("s", "binary")]
+    compile_multitask(model, tasks, optimizer=keras.optimizers.SGD(1.0))
+    x = np.ones((64, 2), "float32") * 1e20  # the regression loss overflows
+    guard = StopOnNonFiniteLoss()
+    labels = {"r": np.ones(64, "float32"), "s": np.ones(64)}
+    history = model.fit(make_dataset(x, labels, tasks, batch_size=8), epochs=3, verbose=0, callbacks=[guard])
+    assert len(history.history["loss"]) == 1  # stopped in the first epoch
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, batch 1: .*r_loss=(nan|inf)"):
+        guard.raise_if_failed()
+
+
+def test_failed_write_leaves_the_earlier_folder_untouched(tmp_path):
+    final = tmp_path / "run"
+    final.mkdir()
+    (final / "metrics.json").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_directory(final, overwrite=True) as staging:
+            (staging / "metrics.json").write_text("new, half")
+            raise RuntimeError("diverged")
+    assert (final / "metrics.json").read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_successful_write_replaces_only_when_asked(tmp_path):
+    final = tmp_path / "run"
+    with atomic_directory(final) as staging:
+        (staging / "a").write_text("1")
+    assert (final / "a").read_text() == "1"
+    with pytest.raises(FileExistsError):
+        with atomic_directory(final):
+            pass
+    with atomic_directory(final, overwrite=True) as staging:
+        (staging / "b").write_text("2")
+    assert sorted(p.name for p in final.iterdir()) == ["b"]
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]

@@ -1,0 +1,115 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from helpers import assert_model_round_trips
+from mtl_keras import InputError, LabelError, build_text_model, compile_multitask, make_text_dataset
+from mtl_keras.export import TEXT_SIGNATURE
+
+
+def small_model(tasks, texts, encoder="cnn"):
+    options = {"cnn": {"filters": 4, "kernel_sizes": (2,)}, "bilstm": {"units": 4},
+               "transformer": {"num_layers": 1, "num_heads": 2, "feedforward_dim": 8}}[encoder]
+    return build_text_model(tasks, texts=texts, encoder=encoder, encoder_options=options, embedding_dim=8,
+                            max_length=8, head_hidden_units=(4,))
+
+
+@pytest.mark.parametrize("encoder", ["cnn", "bilstm", "transformer"])
+def test_builder_outputs_one_named_output_per_task(encoder, text_tasks, tiny_texts, tmp_path):
+    model = small_model(text_tasks, tiny_texts, encoder)
+    assert sorted(model.output) == ["domain", "intensity", "sentiment"]
+    outputs = model.predict(tf.constant(list(tiny_texts)), verbose=0)
+    assert outputs["sentiment"].shape == (8, 1)
+    assert outputs["intensity"].shape == (8, 1)
+    assert outputs["domain"].shape == (8, 3)
+    assert_model_round_trips(model, tf.constant(list(tiny_texts)), tmp_path, TEXT_SIGNATURE)
+
+
+def test_builder_config_round_trip(text_tasks, tiny_texts):
+    model = small_model(text_tasks, tiny_texts)
+    clone = keras.Model.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    texts = tf.constant(list(tiny_texts))
+    for name, values in model.predict(texts, verbose=0).items():
+        np.testing.assert_allclose(clone.predict(texts, verbose=0)[name], values, atol=1e-6)
+
+
+def test_builder_argument_errors(text_tasks, tiny_texts):
+    with pytest.raises(ValueError, match="exactly one of `texts`"):
+        build_text_model(text_tasks)
+    with pytest.raises(ValueError, match="Unknown text encoder 'rnn'"):
+        build_text_model(text_tasks, texts=tiny_texts, encoder="rnn")
+    with pytest.raises(ValueError, match="Two tasks are named"):
+        build_text_model(text_tasks + text_tasks[:1], texts=tiny_texts)
+
+
+def test_compiled_logs_carry_per_task_losses_and_metrics(text_tasks, tiny_texts, tiny_labels):
+    model = compile_multitask(small_model(text_tasks, tiny_texts), text_tasks, loss_weights={"intensity": 0.5})
+    dataset = make_text_dataset(tiny_texts, tiny_labels, text_tasks, batch_size=4)
+    history = model.fit(dataset, epochs=1, verbose=0).history
+    for key in ("loss", "sentiment_loss", "intensity_loss", "domain_loss", "sentiment_accuracy", "sentiment_auc",
+                "intensity_pearson_r", "intensity_rmse", "domain_f1", "domain_accuracy"):
+        assert key in history, key
+
+
+def test_per_task_loss_is_the_masked_mean_and_weights_combine(text_tasks, tiny_texts, tiny_labels):
+    model = compile_multitask(small_model(text_tasks, tiny_texts), text_tasks,
+                              loss_weights={"sentiment": 2.0, "intensity": 0.5})
+    logs = model.evaluate(make_text_dataset(tiny_texts, tiny_labels, text_tasks, batch_size=8), verbose=0,
+                          return_dict=True)
+    predictions = model.predict(tf.constant(list(tiny_texts)), verbose=0)
+    labelled = tiny_labels["sentiment"] >= 0
+    p = predictions["sentiment"][labelled, 0].astype("float64")
+    y = tiny_labels["sentiment"][labelled]
+    expected_bce = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+    expected_mse = np.mean((predictions["intensity"][:, 0] - tiny_labels["intensity"]) ** 2)
+    domain_p = predictions["domain"][np.arange(8), tiny_labels["domain"]]
+    expected_ce = -np.mean(np.log(domain_p))
+    assert logs["sentiment_loss"] == pytest.approx(expected_bce, rel=1e-4)
+    assert logs["intensity_loss"] == pytest.approx(expected_mse, rel=1e-4)
+    assert logs["domain_loss"] == pytest.approx(expected_ce, rel=1e-4)
+    assert logs["loss"] == pytest.approx(2 * expected_bce + 0.5 * expected_mse + expected_ce, rel=1e-4)
+    # Accuracy too skips the unlabelled examples.
+    assert logs["sentiment_accuracy"] == pytest.approx(np.mean((p > 0.5) == y), abs=1e-6)  # Keras: p > 0.5
+
+
+def test_batch_where_a_task_has_no_label_gives_zero_loss_not_nan(text_tasks, tiny_texts, tiny_labels):
+    model = compile_multitask(small_model(text_tasks, tiny_texts), text_tasks)
+    unlabelled = dict(tiny_labels, sentiment=np.full(8, -1))
+    logs = model.fit(make_text_dataset(tiny_texts, unlabelled, text_tasks, batch_size=8), epochs=1,
+                     verbose=0).history
+    assert logs["sentiment_loss"] == [0.0]
+    assert np.isfinite(logs["loss"][0])
+
+
+def test_compile_errors_name_the_task(text_tasks, tiny_texts):
+    model = small_model(text_tasks, tiny_texts)
+    with pytest.raises(LabelError, match=r"loss_weights name unknown task\(s\) \['topic'\]"):
+        compile_multitask(model, text_tasks, loss_weights={"topic": 1.0})
+    with pytest.raises(ValueError, match=r"loss_weights\['domain'\] must be a finite number >= 0"):
+        compile_multitask(model, text_tasks, loss_weights={"domain": -1.0})
+    with pytest.raises(ValueError, match="outputs .* and the tasks .* differ"):
+        compile_multitask(model, text_tasks[:2])
+    with pytest.raises(LabelError, match="metrics name unknown task"):
+        compile_multitask(model, text_tasks, metrics={"topic": ["accuracy"]})
+
+
+def test_compile_overrides_one_task_at_a_time(text_tasks, tiny_texts, tiny_labels):
+    model = compile_multitask(small_model(text_tasks, tiny_texts), text_tasks, loss={"intensity": "huber"},
+                              metrics={"domain": ["accuracy"]})
+    history = model.fit(make_text_dataset(tiny_texts, tiny_labels, text_tasks, batch_size=8), epochs=1,
+                        verbose=0).history
+    assert "domain_accuracy" in history and "domain_f1" not in history
+    assert "sentiment_f1" in history
+
+
+def test_text_inputs_are_checked(text_tasks, tiny_labels):
+    with pytest.raises(InputError, match="item 1 is int"):
+        make_text_dataset(np.array(["a", 3, "c", "d", "e", "f", "g", "h"], dtype=object), tiny_labels, text_tasks)
+    with pytest.raises(InputError, match="the list is empty"):
+        make_text_dataset([], tiny_labels, text_tasks)
+    with pytest.raises(InputError, match="got one string"):
+        make_text_dataset("a text", tiny_labels, text_tasks)
+    with pytest.raises(LabelError, match="Task 'domain': label 3 is out of range"):
+        make_text_dataset(["x"] * 8, dict(tiny_labels, domain=np.full(8, 3)), text_tasks)
