@@ -1,4 +1,5 @@
-"""Rebuild `data/vader/vader_ground_truth.tsv.gz` from the vaderSentiment 3.3.2 source distribution.
+"""Rebuild `data/vader/vader_ground_truth.tsv.gz` (the rated texts) and `data/vader/vader_lexicon.tsv.gz` (the
+VADER lexicon's token valences) from the vaderSentiment 3.3.2 source distribution.
 
 Usage (needs pip and access to PyPI):
 
@@ -31,7 +32,9 @@ DOMAINS = {
     "amazonReviewSnippets": "product_reviews",
     "nytEditorialSnippets": "news_editorials",
 }
+LEXICON_MEMBER = "vaderSentiment-3.3.2/vaderSentiment/vader_lexicon.txt"
 OUTPUT = Path(__file__).resolve().parent / "vader" / "vader_ground_truth.tsv.gz"
+LEXICON_OUTPUT = Path(__file__).resolve().parent / "vader" / "vader_lexicon.tsv.gz"
 
 
 def _download_sdist(folder: Path) -> Path:
@@ -63,10 +66,17 @@ def read_rows(sdist: Path) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def write_rows(rows, output: Path) -> str:
+def read_lexicon(sdist: Path) -> list[tuple[str, str]]:
+    """(token, mean valence) of the VADER lexicon, in file order."""
+    with tarfile.open(sdist) as outer:
+        text = outer.extractfile(LEXICON_MEMBER).read().decode("utf-8")
+    return [tuple(line.split("\t")[:2]) for line in text.splitlines() if line.strip()]
+
+
+def write_rows(rows, output: Path, header=("domain", "id", "rating", "text")) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\", lineterminator="\n")
-    writer.writerow(("domain", "id", "rating", "text"))
+    writer.writerow(header)
     writer.writerows(rows)
     payload = gzip.compress(buffer.getvalue().encode("utf-8"), compresslevel=9, mtime=0)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -78,12 +88,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sdist", type=Path, help="path to vaderSentiment-3.3.2.tar.gz (downloaded if absent)")
     parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--lexicon-output", type=Path, default=LEXICON_OUTPUT)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         sdist = args.sdist or _download_sdist(Path(tmp))
         rows = read_rows(sdist)
         digest = write_rows(rows, args.output)
+        lexicon = read_lexicon(sdist)
+        lexicon_digest = write_rows(lexicon, args.lexicon_output, header=("token", "valence"))
     print(f"wrote {len(rows)} rows to {args.output}\nsha256 {digest}")
+    print(f"wrote {len(lexicon)} lexicon entries to {args.lexicon_output}\nsha256 {lexicon_digest}")
 
 
 if __name__ == "__main__":

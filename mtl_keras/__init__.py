@@ -6,9 +6,10 @@ The public API lives here and nowhere else.
 __version__ = "0.1.0"
 
 from mtl_keras.builders import attach_heads, build_text_model
+from mtl_keras.datasets.lexicon import sentiment_token_features
 from mtl_keras.datasets.pipeline import InputError, make_dataset, make_text_dataset
 from mtl_keras.datasets.tokenization import build_vocabulary, tokenize
-from mtl_keras.datasets.vader import load_vader
+from mtl_keras.datasets.vader import load_vader, load_vader_lexicon
 from mtl_keras.encoders.text import (
     BiLSTMTextEncoder,
     ConvTextEncoder,
@@ -28,10 +29,42 @@ from mtl_keras.training.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
 from mtl_keras.training.compile import compile_multitask
 
 __all__ = [
-    "BiLSTMTextEncoder", "ConvTextEncoder", "DEFAULT_SEED", "HIGHER_IS_BETTER", "InputError", "KINDS", "LabelError",
-    "MISSING", "MacroF1", "MacroPrecision", "MacroRecall", "MaskedLoss", "NonFiniteLossError", "PearsonR",
-    "SparseMacroAUC", "StopOnNonFiniteLoss", "Task", "TaskHead", "TransformerBlock", "TransformerTextEncoder",
-    "attach_heads", "build_text_model", "build_vocabulary", "compile_multitask", "compute_metrics", "delta_m",
-    "export_saved_model", "get_text_encoder", "load_saved_model", "load_vader", "make_dataset", "make_text_dataset",
-    "prepare_labels", "set_global_seed", "task_deltas", "tokenize",
+    "BiLSTMTextEncoder",
+    "ConvTextEncoder",
+    "DEFAULT_SEED",
+    "HIGHER_IS_BETTER",
+    "InputError",
+    "KINDS",
+    "LabelError",
+    "MISSING",
+    "MacroF1",
+    "MacroPrecision",
+    "MacroRecall",
+    "MaskedLoss",
+    "NonFiniteLossError",
+    "PearsonR",
+    "SparseMacroAUC",
+    "StopOnNonFiniteLoss",
+    "Task",
+    "TaskHead",
+    "TransformerBlock",
+    "TransformerTextEncoder",
+    "attach_heads",
+    "build_text_model",
+    "build_vocabulary",
+    "compile_multitask",
+    "compute_metrics",
+    "delta_m",
+    "export_saved_model",
+    "get_text_encoder",
+    "load_saved_model",
+    "load_vader",
+    "load_vader_lexicon",
+    "make_dataset",
+    "make_text_dataset",
+    "prepare_labels",
+    "sentiment_token_features",
+    "set_global_seed",
+    "task_deltas",
+    "tokenize",
 ]

@@ -7,9 +7,10 @@ line up by name) and uses only registered, serializable layers (no `Lambda`), so
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import keras
+import numpy as np
 
 from mtl_keras.datasets.tokenization import build_vocabulary, split_graph, standardize_graph
 from mtl_keras.encoders.text import get_text_encoder
@@ -25,6 +26,18 @@ def attach_heads(shared, tasks: Sequence[Task], hidden_units: Sequence[int] = ()
     }
 
 
+def _token_feature_matrix(vocabulary: Sequence[str], token_features: Mapping[str, Sequence[float]]) -> np.ndarray:
+    """Rows for padding, out-of-vocabulary, then each vocabulary token (zeros where a token has no features)."""
+    widths = {len(np.atleast_1d(v)) for v in token_features.values()}
+    if len(widths) != 1:
+        raise ValueError(f"token_features: every vector must have the same length, got lengths {sorted(widths)}.")
+    matrix = np.zeros((len(vocabulary) + 2, widths.pop()), dtype="float32")
+    for row, token in enumerate(vocabulary, start=2):
+        if token in token_features:
+            matrix[row] = np.atleast_1d(token_features[token])
+    return matrix
+
+
 def build_text_model(
     tasks: Sequence[Task],
     texts: Sequence[str] | None = None,
@@ -36,6 +49,8 @@ def build_text_model(
     embedding_dim: int = 128,
     head_hidden_units: Sequence[int] = (64,),
     dropout: float = 0.3,
+    embedding_dropout: float = 0.0,
+    token_features: Mapping[str, Sequence[float]] | None = None,
     name: str = "text_multitask",
 ) -> keras.Model:
     """A multi-task text model: raw strings in, one output per task out.
@@ -54,6 +69,10 @@ def build_text_model(
         embedding_dim: width of the shared embedding.
         head_hidden_units: hidden layer widths of each head.
         dropout: dropout on the shared representation and in the heads.
+        embedding_dropout: rate at which whole embedding channels are dropped during training (SpatialDropout1D).
+        token_features: fixed prior knowledge per token (e.g. a sentiment lexicon's valence): token -> vector, all
+            of one length. Each token's vector is appended, frozen, to its learned embedding; tokens absent from
+            the mapping get zeros.
         name: the model's name.
 
     Example:
@@ -87,6 +106,14 @@ def build_text_model(
     )(inputs)
     embedded = keras.layers.Embedding(len(vocabulary) + 2, embedding_dim, mask_zero=True,
                                       name="shared_embedding")(token_ids)
+    if token_features:
+        prior = _token_feature_matrix(vocabulary, token_features)
+        prior_layer = keras.layers.Embedding(prior.shape[0], prior.shape[1], mask_zero=True, trainable=False,
+                                             name="token_features")
+        embedded = keras.layers.Concatenate(name="embedding_with_features")([embedded, prior_layer(token_ids)])
+        prior_layer.set_weights([prior])
+    if embedding_dropout:
+        embedded = keras.layers.SpatialDropout1D(embedding_dropout, name="embedding_dropout")(embedded)
     options = dict(encoder_options or {})
     if encoder == "transformer":
         options.setdefault("max_length", max_length)

@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     text.add_argument("--embedding-dim", type=int, default=None)
     text.add_argument("--loss-weight", type=_loss_weight, action="append", default=[], metavar="TASK=WEIGHT",
                       help="a task's loss weight (repeatable), e.g. --loss-weight intensity=0.5")
+    text.add_argument("--no-lexicon", dest="lexicon", action="store_false", default=None,
+                      help="leave out the frozen VADER lexicon channels (valence, negation) beside the embedding")
     text.add_argument("--baselines", action="store_true",
                       help="also train one single-task model per task (same encoder) and report Δm")
     text.add_argument("--limit", type=int, default=None, help="use a stratified subset of about N texts")

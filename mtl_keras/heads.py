@@ -80,7 +80,7 @@ class TaskHead(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         x = inputs
-        for dropout, hidden in zip(self.dropout_layers, self.hidden_layers):
+        for dropout, hidden in zip(self.dropout_layers[:-1], self.hidden_layers, strict=True):
             x = hidden(dropout(x, training=training))
         x = self.output_layer(self.dropout_layers[-1](x, training=training))
         return self.output_activation(x)

@@ -17,12 +17,6 @@ import keras
 from keras import ops
 
 
-def _as_weights(sample_weight, like):
-    if sample_weight is None:
-        return ops.ones_like(like)
-    return ops.reshape(ops.cast(sample_weight, like.dtype), ops.shape(like))
-
-
 @keras.saving.register_keras_serializable(package="mtl_keras")
 class PearsonR(keras.metrics.Metric):
     """Pearson correlation between targets and predictions over every example seen (not a mean of batch values).
@@ -43,7 +37,8 @@ class PearsonR(keras.metrics.Metric):
         w = ops.ones_like(x) if sample_weight is None else ops.broadcast_to(
             ops.reshape(ops.cast(sample_weight, self.dtype), (-1, 1)), ops.shape(x)
         )
-        for key, value in (("n", w), ("x", w * x), ("y", w * y), ("xx", w * x * x), ("yy", w * y * y), ("xy", w * x * y)):
+        terms = {"n": w, "x": w * x, "y": w * y, "xx": w * x * x, "yy": w * y * y, "xy": w * x * y}
+        for key, value in terms.items():
             self._sums[key].assign_add(ops.sum(value))
 
     def result(self):

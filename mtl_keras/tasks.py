@@ -43,14 +43,19 @@ def _classes(task: Task) -> int:
     return task.num_classes
 
 
+# Metrics of sigmoid outputs thresholded at 0.5 (binary, and multilabel where they are micro-averaged over labels).
+_THRESHOLDED: dict[str, MetricFactory] = {
+    "accuracy": lambda t: keras.metrics.BinaryAccuracy(name="accuracy"),
+    "precision": lambda t: keras.metrics.Precision(name="precision"),
+    "recall": lambda t: keras.metrics.Recall(name="recall"),
+}
+
 KINDS: dict[str, KindSpec] = {
     "binary": KindSpec(
         activation="sigmoid",
         default_loss=keras.losses.BinaryCrossentropy,
         metrics={
-            "accuracy": lambda t: keras.metrics.BinaryAccuracy(name="accuracy"),
-            "precision": lambda t: keras.metrics.Precision(name="precision"),
-            "recall": lambda t: keras.metrics.Recall(name="recall"),
+            **_THRESHOLDED,
             "f1": lambda t: keras.metrics.F1Score(average="micro", threshold=0.5, name="f1"),
             "auc": lambda t: keras.metrics.AUC(name="auc"),
         },
@@ -74,9 +79,7 @@ KINDS: dict[str, KindSpec] = {
         activation="sigmoid",
         default_loss=keras.losses.BinaryCrossentropy,
         metrics={
-            "accuracy": lambda t: keras.metrics.BinaryAccuracy(name="accuracy"),
-            "precision": lambda t: keras.metrics.Precision(name="precision"),
-            "recall": lambda t: keras.metrics.Recall(name="recall"),
+            **_THRESHOLDED,
             "f1": lambda t: keras.metrics.F1Score(average="macro", threshold=0.5, name="f1"),
             "f1_micro": lambda t: keras.metrics.F1Score(average="micro", threshold=0.5, name="f1_micro"),
             "auc": lambda t: keras.metrics.AUC(multi_label=True, num_labels=_classes(t), name="auc"),

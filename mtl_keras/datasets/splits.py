@@ -60,6 +60,6 @@ def stratified_split_indices(
     for stratum in sorted(set(strata.tolist())):
         members = rng.permutation(np.flatnonzero(strata == stratum))
         bounds = np.round(np.cumsum(fractions) * len(members)).astype(int)
-        for part, (start, stop) in enumerate(zip(np.concatenate([[0], bounds[:-1]]), bounds)):
+        for part, (start, stop) in enumerate(zip(np.concatenate([[0], bounds[:-1]]), bounds, strict=True)):
             parts[part].append(members[start:stop])
     return [np.sort(np.concatenate(chunks)) for chunks in parts]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import os
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from mtl_keras.tasks import Task
 
 DOMAINS = ("tweets", "movie_reviews", "product_reviews", "news_editorials")
 FILE_NAME = "vader_ground_truth.tsv.gz"
+LEXICON_FILE_NAME = "vader_lexicon.tsv.gz"
 
 
 def vader_tasks() -> list[Task]:
@@ -93,3 +93,20 @@ def load_vader(
         corpus, strata = corpus.take(keep), strata[keep]
     train, validation, test = stratified_split_indices(strata, fractions, seed)
     return Splits(corpus.take(train), corpus.take(validation), corpus.take(test), vader_tasks())
+
+
+def load_vader_lexicon(path: str | os.PathLike | None = None) -> dict[str, float]:
+    """The VADER lexicon (7,520 words, emoticons and slang rated by humans from -4 to +4): lower-cased token ->
+    mean valence, as the text model's tokens are lower-cased.
+
+    >>> load_vader_lexicon()["great"]
+    3.1
+    """
+    path = Path(path) if path is not None else default_data_dir() / "vader" / LEXICON_FILE_NAME
+    with gzip.open(path, "rt", encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\")
+        next(reader)
+        lexicon: dict[str, float] = {}
+        for token, valence in reader:
+            lexicon.setdefault(token.lower(), float(valence))
+    return lexicon

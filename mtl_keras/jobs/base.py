@@ -31,8 +31,8 @@ from mtl_keras.evaluation import compute_metrics, delta_m, task_deltas
 from mtl_keras.export import atomic_directory, export_saved_model
 from mtl_keras.seeds import set_global_seed
 from mtl_keras.tasks import Task, as_task_dict
-from mtl_keras.training.compile import compile_multitask, resolve_loss_weights
 from mtl_keras.training.callbacks import StopOnNonFiniteLoss
+from mtl_keras.training.compile import compile_multitask, resolve_loss_weights
 
 
 @dataclasses.dataclass

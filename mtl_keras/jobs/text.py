@@ -8,10 +8,11 @@ import keras
 import tensorflow as tf
 
 from mtl_keras.builders import build_text_model
+from mtl_keras.datasets.lexicon import sentiment_token_features
 from mtl_keras.datasets.pipeline import as_text_array, make_text_dataset
 from mtl_keras.datasets.splits import Split, Splits
 from mtl_keras.datasets.tokenization import build_vocabulary
-from mtl_keras.datasets.vader import load_vader
+from mtl_keras.datasets.vader import load_vader, load_vader_lexicon
 from mtl_keras.export import TEXT_SIGNATURE
 from mtl_keras.jobs.base import Job, JobConfig
 from mtl_keras.tasks import Task
@@ -27,6 +28,7 @@ class TextJobConfig(JobConfig):
     embedding_dim: int = 128
     dropout: float = 0.3
     head_hidden_units: tuple[int, ...] = (64,)
+    lexicon: bool = True  # frozen VADER valence + negation channels beside the learned embedding
     data_path: str | None = None
 
 
@@ -45,6 +47,7 @@ class TextJob(Job):
             tasks, vocabulary=vocabulary, encoder=config.encoder, max_tokens=config.max_tokens,
             max_length=config.max_length, embedding_dim=config.embedding_dim, dropout=config.dropout,
             head_hidden_units=config.head_hidden_units,
+            token_features=sentiment_token_features(load_vader_lexicon()) if config.lexicon else None,
             name="text_multitask" if len(tasks) > 1 else f"text_{tasks[0].name}",
         )
 

@@ -1,0 +1,103 @@
+"""Does the toolkit cost anything? Training throughput of the mtl_keras text model against the same architecture
+written by hand in plain Keras (dict outputs, dict losses, dict loss_weights, dict metrics), in one process.
+
+    python benchmarks/text_overhead.py [--examples 8192] [--repeats 5]
+
+Both models see the same texts and labels through the same tf.data pipeline shape, with the same batch size and
+optimizer. Repetitions alternate (A B A B ...) so that drift in machine speed hits both alike. Prints examples/s
+(median over repetitions) and the ratio mtl_keras / plain (goal: >= 0.97).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from mtl_keras import build_text_model, compile_multitask, load_vader, make_text_dataset, set_global_seed  # noqa: E402
+from mtl_keras.datasets.tokenization import build_vocabulary, split_graph, standardize_graph  # noqa: E402
+
+MAX_LENGTH, EMBEDDING_DIM, FILTERS, KERNELS, HIDDEN, DROPOUT = 64, 128, 128, (2, 3, 4), 64, 0.3
+
+
+def plain_keras_model(vocabulary):
+    """The default text architecture with Keras' own layers only."""
+    text = keras.Input(shape=(), dtype="string", name="text")
+    tokens = keras.layers.TextVectorization(standardize=standardize_graph, split=split_graph, vocabulary=vocabulary,
+                                            output_sequence_length=MAX_LENGTH)(text)
+    embedded = keras.layers.Embedding(len(vocabulary) + 2, EMBEDDING_DIM, mask_zero=True)(tokens)
+    pooled = [keras.layers.GlobalMaxPooling1D()(keras.layers.Conv1D(FILTERS, k, padding="same",
+                                                                    activation="relu")(embedded)) for k in KERNELS]
+    shared = keras.layers.Dropout(DROPOUT)(keras.layers.Concatenate()(pooled))
+
+    def head(units, activation, name):
+        hidden = keras.layers.Dense(HIDDEN, activation="relu")(keras.layers.Dropout(DROPOUT)(shared))
+        return keras.layers.Dense(units, activation=activation, name=name)(keras.layers.Dropout(DROPOUT)(hidden))
+
+    model = keras.Model(text, {"sentiment": head(1, "sigmoid", "sentiment"), "intensity": head(1, None, "intensity"),
+                               "domain": head(4, "softmax", "domain")})
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss={"sentiment": "binary_crossentropy", "intensity": "mse", "domain": "sparse_categorical_crossentropy"},
+        loss_weights={"sentiment": 1.0, "intensity": 1.0, "domain": 1.0},
+        weighted_metrics={"sentiment": ["accuracy", keras.metrics.AUC(name="auc")],
+                          "intensity": ["mae", keras.metrics.RootMeanSquaredError(name="rmse")],
+                          "domain": ["accuracy"]},
+        jit_compile=False,
+    )
+    return model
+
+
+def time_epoch(model, dataset) -> float:
+    start = time.perf_counter()
+    model.fit(dataset, epochs=1, verbose=0, shuffle=False)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--examples", type=int, default=8192)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+
+    set_global_seed()
+    splits = load_vader()
+    tasks = splits.tasks
+    texts = splits.train.inputs[: args.examples]
+    labels = {name: values[: args.examples] for name, values in splits.train.labels.items()}
+    vocabulary = build_vocabulary(splits.train.inputs)
+    dataset = make_text_dataset(texts, labels, tasks, batch_size=args.batch_size).cache()
+
+    toolkit = compile_multitask(
+        build_text_model(tasks, vocabulary=vocabulary, max_length=MAX_LENGTH, embedding_dim=EMBEDDING_DIM,
+                         encoder_options={"filters": FILTERS, "kernel_sizes": KERNELS}, head_hidden_units=(HIDDEN,),
+                         dropout=DROPOUT),
+        tasks, optimizer=keras.optimizers.Adam(1e-3))
+    plain = plain_keras_model(vocabulary)
+    print(f"parameters: mtl_keras {toolkit.count_params():,}, plain Keras {plain.count_params():,}")
+    for model in (toolkit, plain):  # trace and warm caches
+        time_epoch(model, dataset.take(8))
+
+    seconds = {"mtl_keras": [], "plain": []}
+    for repeat in range(args.repeats):
+        for name, model in (("mtl_keras", toolkit), ("plain", plain)) if repeat % 2 == 0 else (
+                ("plain", plain), ("mtl_keras", toolkit)):
+            seconds[name].append(time_epoch(model, dataset))
+    rates = {name: args.examples / statistics.median(values) for name, values in seconds.items()}
+    for name, rate in rates.items():
+        print(f"{name:>10}: {rate:8.0f} examples/s  (epoch seconds: {', '.join(f'{s:.2f}' for s in seconds[name])})")
+    print(f"ratio mtl_keras / plain: {rates['mtl_keras'] / rates['plain']:.3f}  (goal >= 0.97)")
+    print(f"device: {tf.config.list_physical_devices('GPU') or 'CPU'}; tensorflow {tf.__version__}, "
+          f"keras {keras.__version__}; numpy {np.__version__}")
+
+
+if __name__ == "__main__":
+    main()
