@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ start-up noise; real errors still raise
 
 
 def _loss_weight(text: str) -> tuple[str, float]:

@@ -11,7 +11,8 @@ Example:
 
 >>> from mtl_keras.tasks import Task
 >>> tasks = [Task("a", "binary", metrics=["accuracy"]), Task("b", "regression", metrics=["mae"])]
->>> delta_m(tasks, {"a": {"accuracy": 0.9}, "b": {"mae": 0.5}}, {"a": {"accuracy": 0.8}, "b": {"mae": 0.4}})
+>>> multi, single = {"a": {"accuracy": 0.9}, "b": {"mae": 0.5}}, {"a": {"accuracy": 0.8}, "b": {"mae": 0.4}}
+>>> round(delta_m(tasks, multi, single), 4)  # a: +12.5 %, b: -25 % (MAE rose)
 -6.25
 """
 

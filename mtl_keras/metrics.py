@@ -116,7 +116,13 @@ class MacroRecall(_SparseConfusionMetric):
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
 class MacroF1(_SparseConfusionMetric):
-    """Unweighted mean over classes of per-class F1 (scikit-learn's `f1_score(average="macro")`)."""
+    """Unweighted mean over classes of per-class F1 (scikit-learn's `f1_score(average="macro")`).
+
+    >>> f1 = MacroF1(num_classes=2)
+    >>> f1.update_state([0, 1, 1], [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    >>> round(float(f1.result()), 4)
+    0.6667
+    """
 
     def __init__(self, num_classes: int, name: str = "f1", dtype: str = "float64"):
         super().__init__(num_classes, name=name, dtype=dtype)

@@ -45,6 +45,10 @@ def masked_mean(values, mask):
 class ConvTextEncoder(keras.layers.Layer):
     """Parallel convolutions of several kernel widths, each max-pooled over real tokens, concatenated.
 
+    >>> import numpy as np
+    >>> tuple(ConvTextEncoder(filters=4, kernel_sizes=(2, 3))(np.ones((2, 7, 5), "float32")).shape)
+    (2, 8)
+
     Args:
         filters: filters per kernel width.
         kernel_sizes: the widths (n-gram sizes) of the convolutions.
@@ -87,6 +91,10 @@ class ConvTextEncoder(keras.layers.Layer):
 class BiLSTMTextEncoder(keras.layers.Layer):
     """A bidirectional LSTM; its states are max- and mean-pooled over real tokens and concatenated.
 
+    >>> import numpy as np
+    >>> tuple(BiLSTMTextEncoder(units=3)(np.ones((2, 7, 5), "float32")).shape)
+    (2, 12)
+
     Args:
         units: LSTM units per direction (the output has 4 * units features).
         dropout: dropout on the LSTM inputs.
@@ -122,6 +130,10 @@ class BiLSTMTextEncoder(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="mtl_keras")
 class TransformerBlock(keras.layers.Layer):
     """One pre-norm self-attention block: attention then feed-forward, each with a residual connection.
+
+    >>> import numpy as np
+    >>> tuple(TransformerBlock(num_heads=2, feedforward_dim=8)(np.ones((2, 7, 4), "float32")).shape)
+    (2, 7, 4)
 
     Args:
         num_heads: attention heads.
@@ -166,6 +178,11 @@ class TransformerBlock(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="mtl_keras")
 class TransformerTextEncoder(keras.layers.Layer):
     """Learned position embeddings and `TransformerBlock`s, mean-pooled over real tokens.
+
+    >>> import numpy as np
+    >>> encoder = TransformerTextEncoder(num_layers=1, num_heads=2, feedforward_dim=8, max_length=16)
+    >>> tuple(encoder(np.ones((2, 7, 4), "float32")).shape)
+    (2, 4)
 
     Args:
         num_layers: number of attention blocks.
