@@ -5,7 +5,7 @@ written by hand in plain Keras (dict outputs, dict losses, dict loss_weights, di
 
 Both models see the same texts and labels through the same tf.data pipeline shape, with the same batch size and
 optimizer. Repetitions alternate (A B A B ...) so that drift in machine speed hits both alike. Prints examples/s
-(median over repetitions) and the ratio mtl_keras / plain (goal: >= 0.97).
+(best and median epoch over repetitions) and the ratios mtl_keras / plain (goal: >= 0.97).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import argparse
 import os
 import statistics
 import time
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
 
+    warnings.filterwarnings("ignore", message=".*does not support masking.*")  # the plain convolutions
     set_global_seed()
     splits = load_vader()
     tasks = splits.tasks
@@ -80,7 +82,9 @@ def main() -> None:
         build_text_model(tasks, vocabulary=vocabulary, max_length=MAX_LENGTH, embedding_dim=EMBEDDING_DIM,
                          encoder_options={"filters": FILTERS, "kernel_sizes": KERNELS}, head_hidden_units=(HIDDEN,),
                          dropout=DROPOUT),
-        tasks, optimizer=keras.optimizers.Adam(1e-3))
+        tasks, optimizer=keras.optimizers.Adam(1e-3),
+        # the same metric work as the plain model (the toolkit's defaults compute more: F1, macro metrics, Pearson r)
+        metrics={"sentiment": ["accuracy", "auc"], "intensity": ["mae", "rmse"], "domain": ["accuracy"]})
     plain = plain_keras_model(vocabulary)
     print(f"parameters: mtl_keras {toolkit.count_params():,}, plain Keras {plain.count_params():,}")
     for model in (toolkit, plain):  # trace and warm caches
@@ -91,10 +95,15 @@ def main() -> None:
         for name, model in (("mtl_keras", toolkit), ("plain", plain)) if repeat % 2 == 0 else (
                 ("plain", plain), ("mtl_keras", toolkit)):
             seconds[name].append(time_epoch(model, dataset))
-    rates = {name: args.examples / statistics.median(values) for name, values in seconds.items()}
-    for name, rate in rates.items():
-        print(f"{name:>10}: {rate:8.0f} examples/s  (epoch seconds: {', '.join(f'{s:.2f}' for s in seconds[name])})")
-    print(f"ratio mtl_keras / plain: {rates['mtl_keras'] / rates['plain']:.3f}  (goal >= 0.97)")
+    # On shared VMs some epochs stall (steal time); the fastest epoch is the least disturbed estimate, the median
+    # is printed beside it.
+    best = {name: args.examples / min(values) for name, values in seconds.items()}
+    median = {name: args.examples / statistics.median(values) for name, values in seconds.items()}
+    for name in seconds:
+        print(f"{name:>10}: {best[name]:8.0f} examples/s best, {median[name]:8.0f} median  "
+              f"(epoch seconds: {', '.join(f'{s:.2f}' for s in seconds[name])})")
+    print(f"ratio mtl_keras / plain: {best['mtl_keras'] / best['plain']:.3f} (best epochs), "
+          f"{median['mtl_keras'] / median['plain']:.3f} (medians); goal >= 0.97")
     print(f"device: {tf.config.list_physical_devices('GPU') or 'CPU'}; tensorflow {tf.__version__}, "
           f"keras {keras.__version__}; numpy {np.__version__}")
 

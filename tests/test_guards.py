@@ -46,3 +46,22 @@ def test_successful_write_replaces_only_when_asked(tmp_path):
         (staging / "b").write_text("2")
     assert sorted(p.name for p in final.iterdir()) == ["b"]
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_mean_relative_validation_loss_by_hand():
+    from mtl_keras.training.callbacks import MeanRelativeValidationLoss
+
+    callback = MeanRelativeValidationLoss(["a", "b"])
+    callback.on_train_begin()
+    first = {"val_loss": 12.0, "val_a_loss": 10.0, "val_b_loss": 2.0}
+    callback.on_epoch_end(0, first)
+    assert first["val_mean_relative_loss"] == pytest.approx(1.0)
+    second = {"val_loss": 10.0, "val_a_loss": 9.0, "val_b_loss": 1.0}  # a: 0.9, b: 0.5
+    callback.on_epoch_end(1, second)
+    assert second["val_mean_relative_loss"] == pytest.approx(0.7)
+    single = MeanRelativeValidationLoss(["a"])
+    single.on_train_begin()
+    for epoch, loss in enumerate((4.0, 3.0)):
+        logs = {"val_loss": loss}
+        single.on_epoch_end(epoch, logs)
+    assert logs["val_mean_relative_loss"] == pytest.approx(0.75)

@@ -31,7 +31,7 @@ from mtl_keras.evaluation import compute_metrics, delta_m, task_deltas
 from mtl_keras.export import atomic_directory, export_saved_model
 from mtl_keras.seeds import set_global_seed
 from mtl_keras.tasks import Task, as_task_dict
-from mtl_keras.training.callbacks import StopOnNonFiniteLoss
+from mtl_keras.training.callbacks import MeanRelativeValidationLoss, StopOnNonFiniteLoss
 from mtl_keras.training.compile import compile_multitask, resolve_loss_weights
 
 
@@ -94,8 +94,9 @@ class Job:
             verbose=verbose,
             callbacks=[
                 guard,
-                keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.config.patience,
-                                              restore_best_weights=True),
+                MeanRelativeValidationLoss([task.name for task in tasks]),
+                keras.callbacks.EarlyStopping(monitor="val_mean_relative_loss", mode="min",
+                                              patience=self.config.patience, restore_best_weights=True),
             ],
         )
         guard.raise_if_failed()

@@ -41,3 +41,33 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     def raise_if_failed(self) -> None:
         if self.failure:
             raise NonFiniteLossError(self.failure)
+
+
+class MeanRelativeValidationLoss(keras.callbacks.Callback):
+    """Adds `val_mean_relative_loss` to the epoch logs: the mean over tasks of each task's validation loss divided by
+    its value after the first epoch.
+
+    Total validation loss mixes scales (an MSE in squared rating units beside cross-entropies), so stopping on it
+    follows whichever task has the largest loss. The relative version gives each task an equal say, whatever its
+    units or loss weight. Put this callback before `EarlyStopping(monitor="val_mean_relative_loss")`.
+    """
+
+    def __init__(self, task_names):
+        super().__init__()
+        self.task_names = list(task_names)
+        self.reference: dict[str, float] | None = None
+
+    def on_train_begin(self, logs=None):
+        self.reference = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        keys = {name: f"val_{name}_loss" for name in self.task_names}
+        if not all(key in logs for key in keys.values()):
+            keys = {"total": "val_loss"}  # a single-output model logs only its total loss
+        current = {name: float(logs[key]) for name, key in keys.items()}
+        if self.reference is None:
+            self.reference = current
+        ratios = [value / self.reference[name] if self.reference[name] > 0 else 0.0 for name, value in current.items()]
+        logs["val_mean_relative_loss"] = sum(ratios) / len(ratios)
