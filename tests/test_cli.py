@@ -89,9 +89,10 @@ def test_predict_prints_every_task(trained_run, capsys):
 def test_existing_run_folder_is_not_overwritten(trained_run):
     folder, _ = trained_run
     before = (folder / "metrics.json").read_text()
-    result = run_cli("train", "text", "--limit", "200", "--epochs", "1", "--output", str(folder), "--quiet")
+    result = run_cli("train", "text", "--limit", "200", "--epochs", "1", "--output", str(folder))
     assert result.returncode == 2
     assert "already exists" in result.stderr
+    assert "Epoch" not in result.stdout  # refused before training
     assert (folder / "metrics.json").read_text() == before
 
 

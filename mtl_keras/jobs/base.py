@@ -113,6 +113,8 @@ class Job:
         tasks = splits.tasks
         resolve_loss_weights(as_task_dict(tasks), self.config.loss_weights)  # bad names fail before any training
         output = Path(output or Path("runs") / f"{self.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+        if output.exists() and not overwrite:  # checked again when writing; this saves a wasted training
+            raise FileExistsError(f"{output} already exists; choose another --output or pass --overwrite.")
         model, history = self.train(tasks, splits, verbose)
         metrics = {"test": self.evaluate(model, tasks, splits.test),
                    "validation": self.evaluate(model, tasks, splits.validation)}

@@ -23,9 +23,9 @@ class TextJobConfig(JobConfig):
     """The text job's settings; the defaults are the README's main job."""
 
     encoder: str = "cnn"
-    max_tokens: int = 20000
+    max_tokens: int = 30000  # the whole training vocabulary (27,390 tokens) fits
     max_length: int = 64
-    embedding_dim: int = 128
+    embedding_dim: int = 200
     dropout: float = 0.3
     head_hidden_units: tuple[int, ...] = (64,)
     lexicon: bool = True  # frozen VADER valence + negation channels beside the learned embedding
