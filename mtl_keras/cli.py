@@ -122,8 +122,7 @@ def _evaluate(args) -> int:
 
     record = read_run(args.run)
     job_class = JOBS[record["job"]]
-    config = dict(record["config"])
-    job = job_class(job_class.config_class(**{k: v for k, v in config.items()}))
+    job = job_class(job_class.config_class(**record["config"]))
     tasks = [Task.from_config(t) for t in record["tasks"]]
     split = getattr(job.load_data(), args.split)
     inputs = job.model_inputs(split.inputs)

@@ -39,10 +39,6 @@ class KindSpec:
     label_description: str
 
 
-def _classes(task: Task) -> int:
-    return task.num_classes
-
-
 # Metrics of sigmoid outputs thresholded at 0.5 (binary, and multilabel where they are micro-averaged over labels).
 _THRESHOLDED: dict[str, MetricFactory] = {
     "accuracy": lambda t: keras.metrics.BinaryAccuracy(name="accuracy"),
@@ -67,10 +63,10 @@ KINDS: dict[str, KindSpec] = {
         default_loss=keras.losses.SparseCategoricalCrossentropy,
         metrics={
             "accuracy": lambda t: keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-            "precision": lambda t: mtl_metrics.MacroPrecision(_classes(t), name="precision"),
-            "recall": lambda t: mtl_metrics.MacroRecall(_classes(t), name="recall"),
-            "f1": lambda t: mtl_metrics.MacroF1(_classes(t), name="f1"),
-            "auc": lambda t: mtl_metrics.SparseMacroAUC(_classes(t), name="auc"),
+            "precision": lambda t: mtl_metrics.MacroPrecision(t.num_classes, name="precision"),
+            "recall": lambda t: mtl_metrics.MacroRecall(t.num_classes, name="recall"),
+            "f1": lambda t: mtl_metrics.MacroF1(t.num_classes, name="f1"),
+            "auc": lambda t: mtl_metrics.SparseMacroAUC(t.num_classes, name="auc"),
         },
         sparse_labels=True,
         label_description="a class index in [0, num_classes) per example (-1 = missing)",
@@ -82,7 +78,7 @@ KINDS: dict[str, KindSpec] = {
             **_THRESHOLDED,
             "f1": lambda t: keras.metrics.F1Score(average="macro", threshold=0.5, name="f1"),
             "f1_micro": lambda t: keras.metrics.F1Score(average="micro", threshold=0.5, name="f1_micro"),
-            "auc": lambda t: keras.metrics.AUC(multi_label=True, num_labels=_classes(t), name="auc"),
+            "auc": lambda t: keras.metrics.AUC(multi_label=True, num_labels=t.num_classes, name="auc"),
         },
         sparse_labels=False,
         label_description="a 0/1 vector of length num_classes per example (a row of -1 = missing)",
@@ -104,7 +100,7 @@ KINDS: dict[str, KindSpec] = {
         metrics={
             "pixel_accuracy": lambda t: keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy"),
             "mean_iou": lambda t: keras.metrics.MeanIoU(
-                num_classes=_classes(t), sparse_y_true=True, sparse_y_pred=False, name="mean_iou"
+                num_classes=t.num_classes, sparse_y_true=True, sparse_y_pred=False, name="mean_iou"
             ),
         },
         sparse_labels=True,

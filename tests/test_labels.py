@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mtl_keras import MISSING, LabelError, Task, prepare_labels
+from mtl_keras import LabelError, Task, prepare_labels
 
 
 def test_missing_sentinel_becomes_zero_weight_and_a_safe_fill(text_tasks, tiny_labels):
@@ -63,7 +63,3 @@ def test_masks_must_name_known_tasks_and_be_boolean(text_tasks, tiny_labels):
         prepare_labels(text_tasks, tiny_labels, masks={"topic": np.ones(8, bool)})
     with pytest.raises(LabelError, match="boolean array"):
         prepare_labels(text_tasks, tiny_labels, masks={"intensity": np.ones(8)})
-
-
-def test_missing_constant():
-    assert MISSING == -1

@@ -29,7 +29,7 @@ from mtl_keras import __version__
 from mtl_keras.datasets.splits import Split, Splits
 from mtl_keras.evaluation import compute_metrics, delta_m, task_deltas
 from mtl_keras.export import atomic_directory, export_saved_model
-from mtl_keras.seeds import set_global_seed
+from mtl_keras.seeds import DEFAULT_SEED, set_global_seed
 from mtl_keras.tasks import Task, as_task_dict
 from mtl_keras.training.callbacks import MeanRelativeValidationLoss, StopOnNonFiniteLoss
 from mtl_keras.training.compile import compile_multitask, resolve_loss_weights
@@ -43,7 +43,7 @@ class JobConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     patience: int = 2
-    seed: int = 1337
+    seed: int = DEFAULT_SEED
     limit: int | None = None
     loss_weights: dict[str, float] | None = None
     baselines: bool = False

@@ -77,8 +77,8 @@ def compile_multitask(
         tasks[name] = dataclasses.replace(tasks[name], loss=loss_overrides[name])
     for name in metric_overrides:
         tasks[name] = dataclasses.replace(tasks[name], metrics=metric_overrides[name])
-    if jit_compile == "auto":
-        jit_compile = bool(tf.config.list_physical_devices("GPU")) and "auto"
+    if jit_compile == "auto" and not tf.config.list_physical_devices("GPU"):
+        jit_compile = False  # Keras' "auto" would compile with XLA on CPUs too
     model.compile(
         optimizer=optimizer,
         loss={name: task.build_loss() for name, task in tasks.items()},
