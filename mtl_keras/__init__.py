@@ -5,11 +5,13 @@ The public API lives here and nowhere else.
 
 __version__ = "0.1.0"
 
-from mtl_keras.builders import attach_heads, build_text_model
+from mtl_keras.builders import attach_heads, attach_shared_heads, build_tabular_model, build_text_model
+from mtl_keras.datasets.features import Feature, describe_features
 from mtl_keras.datasets.lexicon import sentiment_token_features
 from mtl_keras.datasets.pipeline import InputError, make_dataset, make_text_dataset
 from mtl_keras.datasets.tokenization import build_vocabulary, tokenize
 from mtl_keras.datasets.vader import load_vader, load_vader_lexicon
+from mtl_keras.encoders.tabular import NumericColumn
 from mtl_keras.encoders.text import (
     BiLSTMTextEncoder,
     ConvTextEncoder,
@@ -24,6 +26,22 @@ from mtl_keras.labels import MISSING, LabelError, prepare_labels
 from mtl_keras.losses import MaskedLoss
 from mtl_keras.metrics import MacroF1, MacroPrecision, MacroRecall, PearsonR, SparseMacroAUC
 from mtl_keras.seeds import DEFAULT_SEED, set_global_seed
+from mtl_keras.sharing import (
+    PLE,
+    CrossStitch,
+    CrossStitchUnit,
+    DenseStack,
+    Gate,
+    HardSharing,
+    MMoE,
+    SharingLayer,
+    SoftSharing,
+    StopGradient,
+    TaskAttention,
+    TaskCascade,
+    expert_gates,
+    get_sharing,
+)
 from mtl_keras.tasks import HIGHER_IS_BETTER, KINDS, Task
 from mtl_keras.training.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
 from mtl_keras.training.compile import compile_multitask
@@ -31,31 +49,50 @@ from mtl_keras.training.compile import compile_multitask
 __all__ = [
     "BiLSTMTextEncoder",
     "ConvTextEncoder",
+    "CrossStitch",
+    "CrossStitchUnit",
     "DEFAULT_SEED",
+    "DenseStack",
+    "Feature",
+    "Gate",
     "HIGHER_IS_BETTER",
+    "HardSharing",
     "InputError",
     "KINDS",
     "LabelError",
     "MISSING",
+    "MMoE",
     "MacroF1",
     "MacroPrecision",
     "MacroRecall",
     "MaskedLoss",
     "NonFiniteLossError",
+    "NumericColumn",
+    "PLE",
     "PearsonR",
+    "SharingLayer",
+    "SoftSharing",
     "SparseMacroAUC",
+    "StopGradient",
     "StopOnNonFiniteLoss",
     "Task",
+    "TaskAttention",
+    "TaskCascade",
     "TaskHead",
     "TransformerBlock",
     "TransformerTextEncoder",
     "attach_heads",
+    "attach_shared_heads",
+    "build_tabular_model",
     "build_text_model",
     "build_vocabulary",
     "compile_multitask",
     "compute_metrics",
     "delta_m",
+    "describe_features",
+    "expert_gates",
     "export_saved_model",
+    "get_sharing",
     "get_text_encoder",
     "load_saved_model",
     "load_vader",

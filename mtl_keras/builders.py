@@ -12,9 +12,12 @@ from collections.abc import Mapping, Sequence
 import keras
 import numpy as np
 
+from mtl_keras.datasets.features import Feature
 from mtl_keras.datasets.tokenization import build_vocabulary, split_graph, standardize_graph
+from mtl_keras.encoders.tabular import encode_features, feature_inputs
 from mtl_keras.encoders.text import get_text_encoder
 from mtl_keras.heads import TaskHead
+from mtl_keras.sharing import SharingLayer, TaskCascade, attach_cascade_heads, get_sharing
 from mtl_keras.tasks import Task, as_task_dict
 
 
@@ -24,6 +27,34 @@ def attach_heads(shared, tasks: Sequence[Task], hidden_units: Sequence[int] = ()
         name: TaskHead.for_task(task, hidden_units=hidden_units, dropout=dropout)(shared)
         for name, task in as_task_dict(tasks).items()
     }
+
+
+def attach_shared_heads(
+    shared,
+    tasks: Sequence[Task],
+    sharing: str | SharingLayer = "hard",
+    sharing_options: Mapping | None = None,
+    cascade: TaskCascade | None = None,
+    head_hidden_units: Sequence[int] = (),
+    dropout: float = 0.0,
+) -> dict:
+    """A sharing layer on the trunk's output, then a head per task (chained if `cascade`); outputs by task name.
+
+    `sharing="cascade"` is hard sharing with `cascade=TaskCascade(**sharing_options)` (e.g. `{"order": [...]}`).
+    """
+    tasks = as_task_dict(tasks)
+    options = dict(sharing_options or {})
+    if isinstance(sharing, str) and sharing == "cascade":
+        if cascade is not None:
+            raise ValueError("Give the cascade either as sharing='cascade' with sharing_options, or as cascade=.")
+        if "order" not in options:
+            raise ValueError("sharing='cascade' needs sharing_options={'order': [task names, first to last]}.")
+        cascade, options = TaskCascade(**options), {}
+    representations = get_sharing(sharing, list(tasks), **options)(shared)
+    if cascade is not None:
+        return attach_cascade_heads(representations, list(tasks.values()), cascade, head_hidden_units, dropout)
+    return {name: TaskHead.for_task(task, hidden_units=head_hidden_units, dropout=dropout)(representations[name])
+            for name, task in tasks.items()}
 
 
 def _token_feature_matrix(vocabulary: Sequence[str], token_features: Mapping[str, Sequence[float]]) -> np.ndarray:
@@ -51,6 +82,9 @@ def build_text_model(
     dropout: float = 0.3,
     embedding_dropout: float = 0.0,
     token_features: Mapping[str, Sequence[float]] | None = None,
+    sharing: str | SharingLayer = "hard",
+    sharing_options: Mapping | None = None,
+    cascade: TaskCascade | None = None,
     name: str = "text_multitask",
 ) -> keras.Model:
     """A multi-task text model: raw strings in, one output per task out.
@@ -73,6 +107,10 @@ def build_text_model(
         token_features: fixed prior knowledge per token (e.g. a sentiment lexicon's valence): token -> vector, all
             of one length. Each token's vector is appended, frozen, to its learned embedding; tokens absent from
             the mapping get zeros.
+        sharing: how the tasks share the encoder's output (`mtl_keras.sharing`): `"hard"` (default: the encoder
+            is the shared part), `"soft"`, `"cross_stitch"`, `"mmoe"`, `"ple"`, `"mtan"`, `"cascade"`, or a layer.
+        sharing_options: arguments of the sharing layer named by `sharing`.
+        cascade: chain the heads (`mtl_keras.TaskCascade`).
         name: the model's name.
 
     Example:
@@ -119,4 +157,56 @@ def build_text_model(
         options.setdefault("max_length", max_length)
     shared = get_text_encoder(encoder, **options)(embedded)
     shared = keras.layers.Dropout(dropout, name="shared_dropout")(shared)
-    return keras.Model(inputs, attach_heads(shared, tasks, head_hidden_units, dropout), name=name)
+    outputs = attach_shared_heads(shared, tasks, sharing, sharing_options, cascade, head_hidden_units, dropout)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def build_tabular_model(
+    tasks: Sequence[Task],
+    features: Sequence[Feature],
+    sharing: str | SharingLayer = "hard",
+    sharing_options: Mapping | None = None,
+    cascade: TaskCascade | None = None,
+    head_hidden_units: Sequence[int] = (32,),
+    dropout: float = 0.0,
+    name: str = "tabular_multitask",
+) -> keras.Model:
+    """A multi-task model on tabular data: a dict of raw columns in, one output per task out.
+
+    raw columns -> per column `StringLookup` + `Embedding` (categorical) or standardisation (numeric), concatenated
+    -> sharing layer (shared bottom, MMoE, PLE, ...) -> one `TaskHead` per task.
+
+    Args:
+        tasks: the tasks (their names key the outputs).
+        features: the input columns, from `mtl_keras.describe_features` on the training data.
+        sharing: `"hard"` (a shared bottom), `"soft"`, `"cross_stitch"`, `"mmoe"`, `"ple"`, `"mtan"`, `"cascade"`,
+            or a `SharingLayer`.
+        sharing_options: arguments of the sharing layer named by `sharing` (e.g. `{"num_experts": 8}`).
+        cascade: chain the heads (`mtl_keras.TaskCascade`).
+        head_hidden_units: hidden layer widths of each head (its "tower").
+        dropout: dropout in the heads.
+        name: the model's name.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from mtl_keras import Task, describe_features
+    >>> columns = {"age": np.array([25.0, 40.0, 61.0]), "job": np.array(["a", "b", "a"], dtype=object)}
+    >>> tasks = [Task("income", "binary"), Task("marital", "binary")]
+    >>> model = build_tabular_model(tasks, describe_features(columns), sharing="mmoe",
+    ...                             sharing_options={"num_experts": 2, "expert_units": (4,)})
+    >>> {k: v.shape for k, v in model.predict(columns, verbose=0).items()}
+    {'income': (3, 1), 'marital': (3, 1)}
+    """
+    tasks = list(as_task_dict(tasks).values())
+    features = list(features)
+    if not features or not all(isinstance(f, Feature) for f in features):
+        raise TypeError("build_tabular_model: features must be a non-empty list of mtl_keras.Feature "
+                        "(see mtl_keras.describe_features).")
+    names = [f.name for f in features]
+    if len(set(names)) != len(names):
+        raise ValueError(f"build_tabular_model: feature names must be distinct, got {names}.")
+    inputs = feature_inputs(features)
+    shared = encode_features(inputs, features)
+    outputs = attach_shared_heads(shared, tasks, sharing, sharing_options, cascade, head_hidden_units, dropout)
+    return keras.Model(inputs, outputs, name=name)

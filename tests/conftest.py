@@ -2,6 +2,15 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import tensorflow as tf  # noqa: E402
+
+# Two logical CPU devices, so that MirroredStrategy runs with two replicas on this one machine. It must be set before
+# TensorFlow creates its devices, hence here, first.
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0],
+    [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()],
+)
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
+from mtl_keras.datasets.features import Feature, column_dict
 from mtl_keras.labels import prepare_labels
 from mtl_keras.seeds import DEFAULT_SEED
 from mtl_keras.tasks import Task
@@ -36,6 +37,45 @@ def as_text_array(texts, what: str = "texts") -> np.ndarray:
     return array
 
 
+def num_rows(inputs) -> int:
+    """Examples in an array, or in a dict of equal-length columns."""
+    if isinstance(inputs, Mapping):
+        lengths = {name: len(values) for name, values in inputs.items()}
+        if len(set(lengths.values())) != 1:
+            raise InputError(f"Input columns must have the same length, got {lengths}.")
+        return next(iter(lengths.values()))
+    return len(inputs)
+
+
+def as_feature_columns(columns, features: Sequence[Feature], what: str = "inputs") -> dict[str, np.ndarray]:
+    """Raw columns checked against the model's features: every feature present, strings for categorical columns,
+    finite float32 numbers for numeric ones. Raises InputError naming the column otherwise."""
+    try:
+        arrays = column_dict(columns)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{what}: {error}") from None
+    missing = [f.name for f in features if f.name not in arrays]
+    if missing:
+        raise InputError(f"{what}: no column(s) {missing}; the model's features are {[f.name for f in features]}.")
+    prepared = {}
+    for feature in features:
+        values = arrays[feature.name]
+        if feature.kind == "categorical":
+            prepared[feature.name] = values.astype(str).astype(object)
+            continue
+        try:
+            numbers = values.astype("float32")
+        except (TypeError, ValueError):
+            raise InputError(f"{what}: column {feature.name!r} is numeric; got non-numbers such as "
+                             f"{values[0]!r}.") from None
+        bad = ~np.isfinite(numbers)
+        if bad.any():
+            raise InputError(f"{what}: column {feature.name!r} has a non-finite value ({values[np.argmax(bad)]!r}) at "
+                             f"row {int(np.argmax(bad))}.")
+        prepared[feature.name] = numbers
+    return prepared
+
+
 def make_dataset(
     inputs,
     labels: Mapping[str, object],
@@ -52,11 +92,17 @@ def make_dataset(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    labels, weights = prepare_labels(tasks, labels, masks, num_examples=len(inputs))
+    num_examples = num_rows(inputs)
+    labels, weights = prepare_labels(tasks, labels, masks, num_examples=num_examples)
     dataset = tf.data.Dataset.from_tensor_slices((inputs, labels, weights))
     if shuffle:
-        dataset = dataset.shuffle(len(inputs), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(num_examples, seed=seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def make_tabular_dataset(columns, labels, tasks, features: Sequence[Feature], masks=None, **kwargs) -> tf.data.Dataset:
+    """`make_dataset` for the tabular model: the columns its features name, checked (see `as_feature_columns`)."""
+    return make_dataset(as_feature_columns(columns, features), labels, tasks, masks, **kwargs)
 
 
 def make_text_dataset(texts, labels, tasks, masks=None, **kwargs) -> tf.data.Dataset:

@@ -1,0 +1,223 @@
+"""The sharing layers: shapes, serialization, and the property that defines each one."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from helpers import assert_config_round_trip, assert_model_round_trips
+from mtl_keras import (
+    PLE,
+    CrossStitch,
+    CrossStitchUnit,
+    DenseStack,
+    HardSharing,
+    MMoE,
+    SoftSharing,
+    Task,
+    TaskAttention,
+    TaskCascade,
+    attach_shared_heads,
+    expert_gates,
+    get_sharing,
+)
+
+NAMES = ["a", "b", "c"]
+TASKS = [Task("a", "binary"), Task("b", "regression"), Task("c", "multiclass", num_classes=3)]
+
+
+def features(n=6, width=5, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, width)).astype("float32")
+
+
+def model_with(sharing, width=5, **kwargs):
+    inputs = keras.Input((width,), name="x")
+    return keras.Model(inputs, attach_shared_heads(inputs, TASKS, sharing, head_hidden_units=(4,), **kwargs))
+
+
+LAYERS = {
+    "hard": lambda: HardSharing(NAMES, units=(8, 4)),
+    "soft": lambda: SoftSharing(NAMES, units=(8, 4), penalty=0.01),
+    "cross_stitch": lambda: CrossStitch(NAMES, units=(8, 4)),
+    "mmoe": lambda: MMoE(NAMES, num_experts=3, expert_units=(8, 4), gate_hidden_units=(4,)),
+    "ple": lambda: PLE(NAMES, num_levels=2, num_shared_experts=2, num_task_experts=1, expert_units=(4,)),
+    "mtan": lambda: TaskAttention(NAMES, units=(8, 4)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_each_sharing_layer_shapes_config_and_round_trips(kind, tmp_path):
+    layer = LAYERS[kind]()
+    outputs = layer(features())
+    assert sorted(outputs) == NAMES
+    assert all(tuple(value.shape) == (6, 4) for value in outputs.values())
+    assert_config_round_trip(layer)
+    assert_model_round_trips(model_with(LAYERS[kind]()), features(), tmp_path)
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS) + ["cascade"])
+def test_sharing_by_name(kind):
+    options = {"order": ["c", "a", "b"]} if kind == "cascade" else {}
+    model = model_with(kind, sharing_options=options)
+    predictions = model.predict(features(), verbose=0)
+    assert {k: v.shape for k, v in predictions.items()} == {"a": (6, 1), "b": (6, 1), "c": (6, 3)}
+
+
+def test_unknown_sharing_and_mismatched_layer_are_refused():
+    with pytest.raises(ValueError, match="Unknown sharing 'moe'"):
+        get_sharing("moe", NAMES)
+    with pytest.raises(ValueError, match="bad sharing option"):
+        get_sharing("mmoe", NAMES, experts=3)
+    with pytest.raises(ValueError, match="is for tasks"):
+        model_with(MMoE(["a", "b"]))
+    with pytest.raises(ValueError, match="needs sharing_options"):
+        model_with("cascade")
+
+
+def test_gates_sum_to_one_and_experts_start_different(tmp_path):
+    model = model_with(LAYERS["mmoe"]())
+    gates = expert_gates(model, features())[model.layers[1].name]
+    assert sorted(gates) == NAMES
+    for values in gates.values():
+        assert values.shape == (6, 3)
+        np.testing.assert_allclose(values.sum(axis=1), 1.0, atol=1e-6)
+    experts = model.layers[1].experts
+    kernels = [expert.dense_layers[0].kernel.numpy() for expert in experts]
+    assert not np.allclose(kernels[0], kernels[1]) and not np.allclose(kernels[1], kernels[2])
+    # Gates survive a .keras round trip (the report reads them from the reloaded model too).
+    model.save(tmp_path / "m.keras")
+    reloaded = keras.models.load_model(tmp_path / "m.keras")
+    again = expert_gates(reloaded, features())[reloaded.layers[1].name]
+    np.testing.assert_allclose(again["b"], gates["b"], atol=1e-6)
+
+
+def test_ple_gates_cover_own_and_shared_experts():
+    layer = PLE(["a", "b"], num_levels=2, num_shared_experts=2, num_task_experts=3, expert_units=(4,))
+    gates = layer.gates(features())
+    assert gates["a"].shape == (6, 5)  # 3 own + 2 shared
+    assert gates["level1_shared"].shape == (6, 8)  # every expert of level 1: 3 + 3 + 2
+    for values in gates.values():
+        np.testing.assert_allclose(np.asarray(values).sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_cross_stitch_unit_mixes_by_alpha():
+    unit = CrossStitchUnit(num_tasks=3, self_weight=0.8)
+    np.testing.assert_allclose(unit.initial_alpha(), [[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]], atol=1e-7)
+    parts = [np.full((2, 4), value, "float32") for value in (1.0, 2.0, 4.0)]
+    mixed = [np.asarray(m) for m in unit(parts)]
+    np.testing.assert_allclose(mixed[0], 0.8 * 1 + 0.1 * 2 + 0.1 * 4, rtol=1e-6)
+    np.testing.assert_allclose(mixed[2], 0.1 * 1 + 0.1 * 2 + 0.8 * 4, rtol=1e-6)
+
+
+def test_cross_stitch_at_identity_reproduces_separate_towers():
+    layer = CrossStitch(["a", "b"], units=(6, 3), self_weight=1.0)
+    x = features()
+    stitched = layer(x)
+    for name in ("a", "b"):
+        tower = DenseStack((6, 3))
+        tower.build(x.shape)
+        tower.set_weights([w.numpy() for depth in layer.layers_by_task[name] for w in depth.weights])
+        np.testing.assert_allclose(np.asarray(stitched[name]), np.asarray(tower(x)), atol=1e-6)
+    # The same towers with mixing no longer reproduce them: the identity start is what makes them separate.
+    mixed = CrossStitch(["a", "b"], units=(6, 3), self_weight=0.5)
+    mixed(x)
+    mixed.set_weights([w if w.shape != (2, 2) else np.full((2, 2), 0.5, "float32") for w in layer.get_weights()])
+    assert not np.allclose(np.asarray(mixed(x)["a"]), np.asarray(stitched["a"]), atol=1e-3)
+
+
+def test_soft_sharing_penalty_value_and_gradient_by_hand():
+    layer = SoftSharing(["a", "b", "c"], units=(3,), penalty=0.5)
+    layer(features())
+    kernels = [layer.towers[name].dense_layers[0].kernel for name in "abc"]
+    biases = [layer.towers[name].dense_layers[0].bias for name in "abc"]
+    for i, bias in enumerate(biases):
+        bias.assign(np.full((3,), float(i), "float32"))
+    k = [v.numpy() for v in kernels]
+    b = [v.numpy() for v in biases]
+    expected = 0.5 * sum(np.sum((k[i] - k[j]) ** 2) + np.sum((b[i] - b[j]) ** 2)
+                         for i in range(3) for j in range(i + 1, 3))
+    with tf.GradientTape() as tape:
+        penalty = layer.distance_penalty()
+    np.testing.assert_allclose(float(penalty), expected, rtol=1e-5)
+    gradient = tape.gradient(penalty, kernels[0])
+    # d/dW_a of lambda * sum_{i<j} ||W_i - W_j||^2 = 2 lambda * sum_{j != a} (W_a - W_j)
+    np.testing.assert_allclose(gradient.numpy(), 2 * 0.5 * ((k[0] - k[1]) + (k[0] - k[2])), rtol=1e-5, atol=1e-6)
+
+
+def test_soft_sharing_penalty_reaches_the_model_loss():
+    model = model_with(SoftSharing(NAMES, units=(4,), penalty=1.0))
+    model(features())
+    assert len(model.losses) == 1 and float(model.losses[0]) > 0
+
+
+@pytest.mark.parametrize("stop_gradient", [True, False])
+def test_cascade_stop_gradient_really_stops_gradients(stop_gradient):
+    cascade = TaskCascade(["a", "b"], link="prediction", stop_gradient=stop_gradient)
+    model = model_with("hard", cascade=cascade)
+    first_head = model.get_layer("a_cascade_hidden")
+    with tf.GradientTape() as tape:
+        outputs = model(features(), training=True)
+        second_task_loss = tf.reduce_sum(outputs["b"])
+    gradient = tape.gradient(second_task_loss, first_head.kernel)
+    if stop_gradient:
+        assert gradient is None or np.allclose(gradient.numpy(), 0.0)
+    else:
+        assert gradient is not None and np.abs(gradient.numpy()).max() > 0
+
+
+def test_cascade_hidden_link_and_round_trip(tmp_path):
+    cascade = TaskCascade(["c", "a"], link="hidden", stop_gradient=True, hidden_units=5)
+    model = model_with("mmoe", sharing_options={"num_experts": 2, "expert_units": (4,)}, cascade=cascade)
+    assert model.get_layer("a_with_link").output.shape == (None, 4 + 5)
+    assert_model_round_trips(model, features(), tmp_path)
+    with pytest.raises(ValueError, match="unknown task"):
+        model_with("hard", cascade=TaskCascade(["a", "zz"]))
+    with pytest.raises(ValueError, match="link must be"):
+        TaskCascade(["a", "b"], link="logits")
+
+
+def test_task_attention_on_conv_feature_maps(tmp_path):
+    images = keras.Input((16, 16, 3))
+    first = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(images)
+    second = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(first)
+    third = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(second)
+    attention = TaskAttention(["a", "b"], units=())
+    attended = attention([first, second, third])
+    assert attended["a"].shape == (None, 4, 4, 8)
+    outputs = {name: keras.layers.Dense(1, name=name)(keras.layers.GlobalAveragePooling2D()(value))
+               for name, value in attended.items()}
+    model = keras.Model(images, outputs)
+    x = np.random.default_rng(1).uniform(size=(2, 16, 16, 3)).astype("float32")
+    masks = attention.attention_masks([np.asarray(t) for t in keras.Model(images, [first, second, third])(x)])
+    assert set(masks) == {"a_0", "a_1", "a_2", "b_0", "b_1", "b_2"}
+    assert all(0 < float(np.min(m)) and float(np.max(m)) < 1 for m in masks.values())
+    assert_model_round_trips(model, x, tmp_path)
+    with pytest.raises(ValueError, match="units=()"):
+        TaskAttention(["a"], units=(4,))([first, second])
+
+
+def test_distributed_step_equals_single_device_step_for_every_sharing():
+    """One SGD step on two replicas (two logical CPUs) equals one step on one device, same global batch. This also
+    checks that SoftSharing's penalty is counted once, not once per replica."""
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    assert len(devices) >= 2, "conftest.py should have made two logical CPU devices"
+    x = features(n=8)
+    rng = np.random.default_rng(3)
+    labels = {"a": rng.integers(0, 2, (8, 1)).astype("float32"), "b": rng.normal(size=(8, 1)).astype("float32"),
+              "c": rng.integers(0, 3, (8, 1)).astype("int32")}
+    losses = {"a": "binary_crossentropy", "b": "mse", "c": "sparse_categorical_crossentropy"}
+    strategy = tf.distribute.MirroredStrategy(devices[:2])
+    for kind in sorted(LAYERS):
+        single = model_with(LAYERS[kind]())
+        initial = single.get_weights()
+        single.compile(keras.optimizers.SGD(0.5), loss=losses)
+        single.fit(x, labels, batch_size=8, epochs=1, shuffle=False, verbose=0)
+        with strategy.scope():
+            mirrored = model_with(LAYERS[kind]())
+            mirrored.set_weights(initial)
+            mirrored.compile(keras.optimizers.SGD(0.5), loss=losses)
+        mirrored.fit(x, labels, batch_size=8, epochs=1, shuffle=False, verbose=0)
+        moved = max(np.abs(a - b).max() for a, b in zip(single.get_weights(), initial, strict=True))
+        assert moved > 1e-4, kind
+        for after_single, after_mirrored in zip(single.get_weights(), mirrored.get_weights(), strict=True):
+            np.testing.assert_allclose(after_mirrored, after_single, atol=2e-5, err_msg=kind)
