@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -12,13 +12,31 @@ from mtl_keras.seeds import DEFAULT_SEED
 
 @dataclasses.dataclass
 class Split:
-    """One split: inputs, labels keyed by task name, and optional masks keyed by task name (True = labelled)."""
+    """One split: inputs, labels keyed by task name, and optional masks keyed by task name (True = labelled).
 
-    inputs: np.ndarray
+    `inputs` is either an array with one row per example, or a dict of feature columns (name -> 1-D array, all of
+    the same length).
+
+    >>> split = Split({"age": np.array([30.0, 40.0, 50.0]), "sex": np.array(["F", "M", "F"], dtype=object)},
+    ...               {"income": np.array([0, 1, 0])})
+    >>> len(split), split.take(np.array([2, 0])).inputs["sex"].tolist()
+    (3, ['F', 'F'])
+    """
+
+    inputs: np.ndarray | dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
     masks: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
+    def __post_init__(self):
+        if isinstance(self.inputs, Mapping):
+            shapes = {name: np.shape(values) for name, values in self.inputs.items()}
+            if not shapes or any(len(shape) != 1 for shape in shapes.values()) or len(set(shapes.values())) != 1:
+                raise ValueError(f"Split inputs given as a dict must be one or more 1-D columns of equal length, "
+                                 f"got shapes {shapes}.")
+
     def __len__(self) -> int:
+        if isinstance(self.inputs, Mapping):
+            return len(next(iter(self.inputs.values())))
         return len(self.inputs)
 
     def for_tasks(self, names) -> Split:
@@ -28,8 +46,13 @@ class Split:
                      {k: v for k, v in self.masks.items() if k in names})
 
     def take(self, indices: np.ndarray) -> Split:
+        """The examples at `indices`, in that order."""
+        if isinstance(self.inputs, Mapping):
+            inputs = {name: values[indices] for name, values in self.inputs.items()}
+        else:
+            inputs = self.inputs[indices]
         return Split(
-            self.inputs[indices],
+            inputs,
             {name: values[indices] for name, values in self.labels.items()},
             {name: values[indices] for name, values in self.masks.items()},
         )

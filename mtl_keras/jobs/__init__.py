@@ -1,5 +1,6 @@
 """End-to-end jobs (`mtl-keras train <job>`): data, model, training, evaluation and a run folder."""
 
+from mtl_keras.jobs.census import CensusJob
 from mtl_keras.jobs.text import TextJob
 
-JOBS = {"text": TextJob}
+JOBS = {"text": TextJob, "census": CensusJob}

@@ -74,6 +74,10 @@ class Job:
         """Inputs as `model.predict` takes them."""
         return inputs
 
+    def serving_signature(self, model: keras.Model) -> list:
+        """The SavedModel's input signature: raw inputs, as a user sends them."""
+        return self.input_signature
+
     # --- shared machinery ----------------------------------------------------------------------------------------
     def compile(self, model: keras.Model, tasks: list[Task]) -> keras.Model:
         # A baseline has one of the job's tasks: it takes that task's weight (its scale does not matter alone).
@@ -126,11 +130,15 @@ class Job:
                 baseline, histories[task.name] = self.train([task], splits, verbose)
                 single[task.name] = self.evaluate(baseline, [task], splits.test)[task.name]
             metrics["single_task_test"] = single
-            metrics["task_delta_m_percent"] = task_deltas(tasks, metrics["test"], single)
-            metrics["delta_m_percent"] = delta_m(tasks, metrics["test"], single)
+            try:
+                metrics["task_delta_m_percent"] = task_deltas(tasks, metrics["test"], single)
+                metrics["delta_m_percent"] = delta_m(tasks, metrics["test"], single)
+            except ValueError as error:  # a baseline metric of 0 (e.g. a tiny run): keep the models, say why
+                metrics["delta_m_error"] = str(error)
+                _log(f"Δm not computed: {error}")
         with atomic_directory(output, overwrite=overwrite) as folder:
             model.save(folder / "model.keras")
-            export_saved_model(model, folder / "saved_model", self.input_signature)
+            export_saved_model(model, folder / "saved_model", self.serving_signature(model))
             _write_json(folder / "metrics.json", metrics)
             _write_json(folder / "history.json", histories)
             _write_json(folder / "config.json", {
