@@ -45,6 +45,7 @@ from mtl_keras.sharing import (
 from mtl_keras.tasks import HIGHER_IS_BETTER, KINDS, Task
 from mtl_keras.training.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
 from mtl_keras.training.compile import compile_multitask
+from mtl_keras.training.model import MultiTaskModel
 
 __all__ = [
     "BiLSTMTextEncoder",
@@ -66,6 +67,7 @@ __all__ = [
     "MacroPrecision",
     "MacroRecall",
     "MaskedLoss",
+    "MultiTaskModel",
     "NonFiniteLossError",
     "NumericColumn",
     "PLE",

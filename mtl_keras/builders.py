@@ -19,6 +19,7 @@ from mtl_keras.encoders.text import get_text_encoder
 from mtl_keras.heads import TaskHead
 from mtl_keras.sharing import SharingLayer, TaskCascade, attach_cascade_heads, get_sharing
 from mtl_keras.tasks import Task, as_task_dict
+from mtl_keras.training.model import MultiTaskModel
 
 
 def attach_heads(shared, tasks: Sequence[Task], hidden_units: Sequence[int] = (), dropout: float = 0.0) -> dict:
@@ -158,7 +159,7 @@ def build_text_model(
     shared = get_text_encoder(encoder, **options)(embedded)
     shared = keras.layers.Dropout(dropout, name="shared_dropout")(shared)
     outputs = attach_shared_heads(shared, tasks, sharing, sharing_options, cascade, head_hidden_units, dropout)
-    return keras.Model(inputs, outputs, name=name)
+    return MultiTaskModel(inputs, outputs, name=name)
 
 
 def build_tabular_model(
@@ -209,4 +210,4 @@ def build_tabular_model(
     inputs = feature_inputs(features)
     shared = encode_features(inputs, features)
     outputs = attach_shared_heads(shared, tasks, sharing, sharing_options, cascade, head_hidden_units, dropout)
-    return keras.Model(inputs, outputs, name=name)
+    return MultiTaskModel(inputs, outputs, name=name)

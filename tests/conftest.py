@@ -17,6 +17,15 @@ import pytest  # noqa: E402
 from mtl_keras import Task  # noqa: E402
 
 
+@pytest.fixture(scope="session")
+def two_replicas():
+    """One MirroredStrategy over the two logical CPUs for the whole session: several strategies in one process can
+    collide in their collective-op instance keys."""
+    devices = [device.name for device in tf.config.list_logical_devices("CPU")][:2]
+    assert len(devices) == 2, "two logical CPU devices are configured at the top of conftest.py"
+    return tf.distribute.MirroredStrategy(devices)
+
+
 @pytest.fixture
 def text_tasks():
     return [

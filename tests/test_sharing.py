@@ -196,23 +196,20 @@ def test_task_attention_on_conv_feature_maps(tmp_path):
         TaskAttention(["a"], units=(4,))([first, second])
 
 
-def test_distributed_step_equals_single_device_step_for_every_sharing():
+def test_distributed_step_equals_single_device_step_for_every_sharing(two_replicas):
     """One SGD step on two replicas (two logical CPUs) equals one step on one device, same global batch. This also
     checks that SoftSharing's penalty is counted once, not once per replica."""
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-    assert len(devices) >= 2, "conftest.py should have made two logical CPU devices"
     x = features(n=8)
     rng = np.random.default_rng(3)
     labels = {"a": rng.integers(0, 2, (8, 1)).astype("float32"), "b": rng.normal(size=(8, 1)).astype("float32"),
               "c": rng.integers(0, 3, (8, 1)).astype("int32")}
     losses = {"a": "binary_crossentropy", "b": "mse", "c": "sparse_categorical_crossentropy"}
-    strategy = tf.distribute.MirroredStrategy(devices[:2])
     for kind in sorted(LAYERS):
         single = model_with(LAYERS[kind]())
         initial = single.get_weights()
         single.compile(keras.optimizers.SGD(0.5), loss=losses)
         single.fit(x, labels, batch_size=8, epochs=1, shuffle=False, verbose=0)
-        with strategy.scope():
+        with two_replicas.scope():
             mirrored = model_with(LAYERS[kind]())
             mirrored.set_weights(initial)
             mirrored.compile(keras.optimizers.SGD(0.5), loss=losses)

@@ -113,3 +113,26 @@ def test_text_inputs_are_checked(text_tasks, tiny_labels):
         make_text_dataset("a text", tiny_labels, text_tasks)
     with pytest.raises(LabelError, match="Task 'domain': label 3 is out of range"):
         make_text_dataset(["x"] * 8, dict(tiny_labels, domain=np.full(8, 3)), text_tasks)
+
+
+def test_text_model_with_mmoe_sharing_trains_on_two_replicas_like_on_one(text_tasks, tiny_texts, tiny_labels,
+                                                                         two_replicas):
+    """Raw strings in, under MirroredStrategy (Keras' own symbolic build would try to average string batches)."""
+    def build():
+        return build_text_model(text_tasks, texts=tiny_texts, embedding_dim=8, max_length=8, head_hidden_units=(4,),
+                                encoder_options={"filters": 4, "kernel_sizes": (2,)}, dropout=0.0,
+                                sharing="mmoe", sharing_options={"num_experts": 2, "expert_units": (4,)})
+
+    dataset = make_text_dataset(tiny_texts, tiny_labels, text_tasks, batch_size=8)
+    single = build()
+    initial = single.get_weights()
+    compile_multitask(single, text_tasks, optimizer=keras.optimizers.SGD(0.5))
+    single.fit(dataset, epochs=1, verbose=0)
+    with two_replicas.scope():
+        mirrored = build()
+        mirrored.set_weights(initial)
+        compile_multitask(mirrored, text_tasks, optimizer=keras.optimizers.SGD(0.5))
+    mirrored.fit(dataset, epochs=1, verbose=0)
+    assert type(mirrored).__name__ == "MultiTaskModel"
+    for after_single, after_mirrored in zip(single.get_weights(), mirrored.get_weights(), strict=True):
+        np.testing.assert_allclose(after_mirrored, after_single, atol=2e-5)

@@ -1,0 +1,220 @@
+"""Tabular features, the tabular builder, and the census job end to end."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_cli import ENV, run_cli
+
+from helpers import assert_config_round_trip
+from mtl_keras import (
+    Feature,
+    InputError,
+    NumericColumn,
+    Task,
+    build_tabular_model,
+    compile_multitask,
+    describe_features,
+    expert_gates,
+)
+from mtl_keras.datasets.pipeline import make_tabular_dataset
+
+TASKS = [Task("income", "binary"), Task("marital", "binary")]
+
+
+def columns(n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "age": rng.integers(18, 80, n).astype("float64"),
+        "gains": np.where(rng.random(n) < 0.3, rng.integers(1000, 99999, n), 0).astype("float64"),
+        "job": rng.choice(["clerk", "nurse", "farmer"], n).astype(object),
+        "year": rng.choice([94, 95], n),  # numbers that are codes: declared categorical below
+    }
+
+
+def labels(n=12, seed=0):
+    rng = np.random.default_rng(seed + 1)
+    return {"income": rng.integers(0, 2, n), "marital": rng.integers(0, 2, n)}
+
+
+def features():
+    return describe_features(columns(), categorical=["year"], log=["gains"])
+
+
+def test_describe_features_types_vocabularies_and_statistics():
+    described = {f.name: f for f in features()}
+    assert {n: f.kind for n, f in described.items()} == {"age": "numeric", "gains": "numeric", "job": "categorical",
+                                                         "year": "categorical"}
+    data = columns()
+    jobs, counts = np.unique(data["job"].astype(str), return_counts=True)
+    by_frequency = [j for _, j in sorted(zip(-counts, jobs, strict=True))]
+    assert list(described["job"].vocabulary) == by_frequency
+    assert set(described["year"].vocabulary) == {"94", "95"}
+    assert described["age"].mean == pytest.approx(data["age"].mean())
+    logged = np.log1p(data["gains"])
+    assert described["gains"].log and described["gains"].variance == pytest.approx(logged.var())
+    assert Feature.from_config(described["job"].get_config()) == described["job"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"categorical": ["nope"]}, "no column"),
+    ({"categorical": ["age"], "numeric": ["age"]}, "both numeric and categorical"),
+    ({"numeric": ["job"]}, "non-numbers"),
+    ({"log": ["job"]}, "log applies to numeric"),
+])
+def test_describe_features_refuses_bad_declarations(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        describe_features(columns(), **kwargs)
+
+
+def test_describe_features_refuses_nan_and_bad_names():
+    data = columns()
+    data["age"][3] = np.nan
+    with pytest.raises(ValueError, match="'age' has a non-finite value at row 3"):
+        describe_features(data)
+    with pytest.raises(ValueError, match="identifier"):
+        Feature("capital gains", "numeric")
+
+
+def test_numeric_column_by_hand():
+    layer = NumericColumn(mean=1.0, variance=4.0, log=True)
+    values = np.array([0.0, np.e - 1.0, -(np.e - 1.0)], "float32")
+    np.testing.assert_allclose(np.asarray(layer(values))[:, 0], [(0 - 1) / 2, (1 - 1) / 2, (-1 - 1) / 2], atol=1e-6)
+    assert_config_round_trip(layer)
+
+
+def tabular_inputs(data):
+    return {name: tf.constant(values.astype(str) if values.dtype.kind not in "f" else values.astype("float32"))
+            for name, values in data.items()}
+
+
+@pytest.mark.parametrize("sharing", ["hard", "mmoe", "ple", "cross_stitch", "soft", "mtan", "cascade"])
+def test_tabular_builder_every_sharing_round_trips(sharing, tmp_path):
+    options = {"order": ["marital", "income"]} if sharing == "cascade" else {}
+    model = build_tabular_model(TASKS, features(), sharing=sharing, sharing_options=options,
+                                head_hidden_units=(4,))
+    data = tabular_inputs(columns())
+    expected = model.predict(data, verbose=0)
+    assert {k: v.shape for k, v in expected.items()} == {"income": (12, 1), "marital": (12, 1)}
+    model.save(tmp_path / "m.keras")
+    reloaded = keras.models.load_model(tmp_path / "m.keras")
+    for name, values in reloaded.predict(data, verbose=0).items():
+        np.testing.assert_allclose(values, expected[name], atol=1e-6)
+    from mtl_keras.export import export_saved_model, load_saved_model
+
+    signature = [{f.name: tf.TensorSpec([None], tf.as_dtype(f.dtype), name=f.name) for f in features()}]
+    export_saved_model(model, tmp_path / "saved", signature)
+    saved = load_saved_model(tmp_path / "saved")  # kept alive: it owns the variables
+    served = saved.serve(data)
+    for name, values in served.items():
+        np.testing.assert_allclose(values.numpy(), expected[name], atol=1e-6)
+
+
+def test_unseen_category_goes_to_the_out_of_vocabulary_row():
+    model = build_tabular_model(TASKS, features(), head_hidden_units=())
+    data = columns(n=2)
+    data["job"] = np.array(["astronaut", "clerk"], dtype=object)
+    assert np.isfinite(model.predict(tabular_inputs(data), verbose=0)["income"]).all()
+
+
+def test_tabular_dataset_checks_columns():
+    feats = features()
+    data = columns()
+    with pytest.raises(InputError, match="no column"):
+        make_tabular_dataset({k: v for k, v in data.items() if k != "job"}, labels(), TASKS, feats)
+    bad = dict(data, age=data["age"].astype(object))
+    bad["age"][0] = "old"
+    with pytest.raises(InputError, match="'age' is numeric"):
+        make_tabular_dataset(bad, labels(), TASKS, feats)
+    nan = dict(data, gains=data["gains"].copy())
+    nan["gains"][5] = np.inf
+    with pytest.raises(InputError, match="'gains' has a non-finite value"):
+        make_tabular_dataset(nan, labels(), TASKS, feats)
+
+
+def test_tabular_mmoe_trains_under_mirrored_strategy_like_on_one_device(two_replicas):
+    dataset = make_tabular_dataset(columns(n=16), labels(n=16), TASKS, features(), batch_size=16)
+    options = {"num_experts": 3, "expert_units": (8,)}
+    single = build_tabular_model(TASKS, features(), sharing="mmoe", sharing_options=options)
+    initial = single.get_weights()
+    compile_multitask(single, TASKS, optimizer=keras.optimizers.SGD(0.5))
+    single.fit(dataset, epochs=1, verbose=0)
+    with two_replicas.scope():
+        mirrored = build_tabular_model(TASKS, features(), sharing="mmoe", sharing_options=options)
+        mirrored.set_weights(initial)
+        compile_multitask(mirrored, TASKS, optimizer=keras.optimizers.SGD(0.5))
+    mirrored.fit(dataset, epochs=1, verbose=0)
+    for after_single, after_mirrored in zip(single.get_weights(), mirrored.get_weights(), strict=True):
+        np.testing.assert_allclose(after_mirrored, after_single, atol=2e-5)
+    gates = expert_gates(mirrored, tabular_inputs(columns()))
+    np.testing.assert_allclose(gates["mmoe_sharing"]["income"].sum(axis=1), 1.0, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def census_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("runs") / "census"
+    result = run_cli("train", "census", "--limit", "1500", "--epochs", "1", "--sharing", "ple",
+                     "--sharing-option", "expert_units=(8,)", "--baselines", "--output", str(folder), "--quiet")
+    assert result.returncode == 0, result.stderr
+    return folder, result.stdout
+
+
+def test_census_job_writes_a_run_folder_with_baselines(census_run):
+    folder, stdout = census_run
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert set(metrics["test"]) == set(metrics["single_task_test"]) == {"income", "marital"}
+    assert set(metrics["test"]["income"]) == {"auc", "accuracy", "f1", "labelled"}
+    assert metrics["test"]["income"]["labelled"] == pytest.approx(750, abs=5)  # about limit / 2 test records
+    config = json.loads((folder / "config.json").read_text())
+    assert config["config"]["sharing"] == "ple" and config["config"]["sharing_options"] == {"expert_units": [8]}
+    assert "income" in stdout and "marital" in stdout
+
+
+def test_census_saved_model_serves_raw_columns_in_a_fresh_process(census_run):
+    folder, _ = census_run
+    from mtl_keras.datasets.census import CENSUS_FEATURES, read_census
+
+    test = read_census("test")
+    rows = {name: (test[name][:5].tolist()) for name in CENSUS_FEATURES}
+    script = textwrap.dedent(f"""
+        import json, sys
+        import tensorflow as tf
+        saved = tf.saved_model.load({str(folder / "saved_model")!r})
+        rows = json.loads(sys.stdin.read())
+        spec = saved.signatures["serving_default"].structured_input_signature[1]
+        inputs = {{name: tf.constant(values, dtype=spec[name].dtype) for name, values in rows.items()}}
+        print(json.dumps({{k: v.numpy().tolist() for k, v in saved.serve(inputs).items()}}))
+    """)
+    served = json.loads(subprocess.run([sys.executable, "-c", script], input=json.dumps(rows), capture_output=True,
+                                       text=True, env=ENV, check=True).stdout)
+    model = keras.models.load_model(folder / "model.keras")
+    expected = model.predict(tabular_inputs({k: np.asarray(v) for k, v in rows.items()}), verbose=0)
+    for name in ("income", "marital"):
+        np.testing.assert_allclose(served[name], expected[name], atol=1e-5)
+
+
+def test_census_predict_takes_json_rows_and_names_missing_columns(census_run, capsys):
+    from mtl_keras.cli import main
+    from mtl_keras.datasets.census import CENSUS_FEATURES, read_census
+
+    folder, _ = census_run
+    test = read_census("test")
+    row = {name: test[name][0].item() if hasattr(test[name][0], "item") else test[name][0]
+           for name in CENSUS_FEATURES}
+    assert main(["predict", str(folder), json.dumps(row)]) == 0
+    assert "income" in capsys.readouterr().out
+    del row["education"]
+    assert main(["predict", str(folder), json.dumps(row)]) == 2
+    assert "no value for column(s) ['education']" in capsys.readouterr().err
+
+
+def test_census_refuses_unknown_sharing_and_options():
+    result = run_cli("train", "census", "--sharing", "moe")
+    assert result.returncode == 2 and "invalid choice" in result.stderr
+    result = run_cli("train", "census", "--limit", "300", "--sharing-option", "experts=3", "--epochs", "1")
+    assert result.returncode == 2 and "bad sharing option(s) ['experts']" in result.stderr
