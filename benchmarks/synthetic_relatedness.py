@@ -9,7 +9,7 @@ training examples every model overfits heavily, and the comparison measures regu
 Models of similar size (about 13k weights in the sharing part), each with towers of 8 units per task:
 shared-bottom (one layer of 128), MMoE (8 experts of 16), PLE/CGC (4 shared experts and 2 per task, of 16).
 Adam (1e-3, batch 256). Test MSE (mean of the two tasks) is taken twice: after 10 epochs (how fast a model learns
-both tasks), and at convergence (at most 200 epochs, stopping on the validation loss with patience 10, best
+both tasks), and at convergence (at most 100 epochs, stopping on the validation loss with patience 8, best
 weights restored). Prints mean ± sd over seeds per p and model, and MMoE's and PLE's relative gain over the shared
 bottom.
 """
@@ -68,8 +68,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--train-size", type=int, default=50000)
     parser.add_argument("--early", type=int, default=10, help="epochs after which the early test MSE is taken")
-    parser.add_argument("--epochs", type=int, default=200, help="most epochs in all")
-    parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=100, help="most epochs in all")
+    parser.add_argument("--patience", type=int, default=8)
     parser.add_argument("--plot", default=None, help="save a plot of test MSE against p here (needs matplotlib)")
     parser.add_argument("--output", default=None, help="write every result as JSON here")
     args = parser.parse_args()

@@ -11,9 +11,11 @@ from mtl_keras import (
     CrossStitch,
     CrossStitchUnit,
     DenseStack,
+    Gate,
     HardSharing,
     MMoE,
     SoftSharing,
+    StopGradient,
     Task,
     TaskAttention,
     TaskCascade,
@@ -218,3 +220,28 @@ def test_distributed_step_equals_single_device_step_for_every_sharing(two_replic
         assert moved > 1e-4, kind
         for after_single, after_mirrored in zip(single.get_weights(), mirrored.get_weights(), strict=True):
             np.testing.assert_allclose(after_mirrored, after_single, atol=2e-5, err_msg=kind)
+
+
+@pytest.mark.parametrize("make_layer", [
+    lambda: DenseStack((6, 3), dropout=0.1),
+    lambda: Gate(num_experts=4, hidden_units=(5,)),
+    lambda: StopGradient(),
+], ids=["DenseStack", "Gate", "StopGradient"])
+def test_building_block_layers_round_trip(make_layer, tmp_path):
+    layer = make_layer()
+    assert_config_round_trip(layer)
+    inputs = keras.Input((5,))
+    model = keras.Model(inputs, {"out": layer(inputs)})
+    assert_model_round_trips(model, features(), tmp_path)
+
+
+def test_cross_stitch_unit_round_trips_in_a_model(tmp_path):
+    unit = CrossStitchUnit(num_tasks=2, self_weight=0.7)
+    assert_config_round_trip(unit)
+    inputs = keras.Input((5,))
+    first, second = keras.layers.Dense(3)(inputs), keras.layers.Dense(3)(inputs)
+    mixed = unit([first, second])
+    model = keras.Model(inputs, {"a": mixed[0], "b": mixed[1]})
+    assert_model_round_trips(model, features(), tmp_path)
+    with pytest.raises(ValueError, match="expected a list of 2 tensors"):
+        CrossStitchUnit(num_tasks=2)([first, second, first])

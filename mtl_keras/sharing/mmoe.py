@@ -39,6 +39,11 @@ def mix_experts(gate_values, expert_outputs):
 class Gate(keras.layers.Layer):
     """A softmax gate over `num_experts` experts, with optional hidden layers before it.
 
+    >>> import numpy as np
+    >>> values = np.asarray(Gate(num_experts=3)(np.ones((2, 4), "float32")))
+    >>> values.shape, bool(np.allclose(values.sum(axis=1), 1.0))
+    ((2, 3), True)
+
     Args:
         num_experts: how many experts the gate weighs.
         hidden_units: widths of hidden layers before the softmax.
