@@ -8,7 +8,13 @@ __version__ = "0.1.0"
 from mtl_keras.builders import attach_heads, attach_shared_heads, build_tabular_model, build_text_model
 from mtl_keras.datasets.features import Feature, describe_features
 from mtl_keras.datasets.lexicon import sentiment_token_features
-from mtl_keras.datasets.pipeline import InputError, make_dataset, make_text_dataset
+from mtl_keras.datasets.pipeline import (
+    InputError,
+    as_feature_columns,
+    make_dataset,
+    make_tabular_dataset,
+    make_text_dataset,
+)
 from mtl_keras.datasets.tokenization import build_vocabulary, tokenize
 from mtl_keras.datasets.vader import load_vader, load_vader_lexicon
 from mtl_keras.encoders.tabular import NumericColumn
@@ -19,7 +25,7 @@ from mtl_keras.encoders.text import (
     TransformerTextEncoder,
     get_text_encoder,
 )
-from mtl_keras.evaluation import compute_metrics, delta_m, task_deltas
+from mtl_keras.evaluation import compute_metrics, delta_m, roc_auc, task_deltas
 from mtl_keras.export import export_saved_model, load_saved_model
 from mtl_keras.heads import TaskHead
 from mtl_keras.labels import MISSING, LabelError, prepare_labels
@@ -83,6 +89,7 @@ __all__ = [
     "TaskHead",
     "TransformerBlock",
     "TransformerTextEncoder",
+    "as_feature_columns",
     "attach_heads",
     "attach_shared_heads",
     "build_tabular_model",
@@ -100,8 +107,10 @@ __all__ = [
     "load_vader",
     "load_vader_lexicon",
     "make_dataset",
+    "make_tabular_dataset",
     "make_text_dataset",
     "prepare_labels",
+    "roc_auc",
     "sentiment_token_features",
     "set_global_seed",
     "task_deltas",

@@ -36,6 +36,15 @@ def _key_value(text: str) -> tuple[str, object]:
 SHARING_CHOICES = ["hard", "soft", "cross_stitch", "mmoe", "ple", "mtan", "cascade"]
 
 
+def _add_sharing_options(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--sharing", choices=SHARING_CHOICES, default=None,
+                        help=f"how the tasks share (default: {default}); single-task baselines use plain networks")
+    parser.add_argument("--sharing-option", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                        help="an argument of the sharing layer (repeatable), e.g. --sharing-option num_experts=8 "
+                             "or --sharing-option 'expert_units=(128, 64)'; cascade: --sharing-option "
+                             "'order=[\"a\", \"b\"]'")
+
+
 def _add_training_options(parser: argparse.ArgumentParser, data_help: str, examples: str) -> None:
     """The options every training job takes."""
     parser.add_argument("--epochs", type=int, default=None, help="most epochs (early stopping on validation loss)")
@@ -79,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     text.add_argument("--embedding-dim", type=int, default=None)
     text.add_argument("--no-lexicon", dest="lexicon", action="store_false", default=None,
                       help="leave out the frozen VADER lexicon channels (valence, negation) beside the embedding")
+    _add_sharing_options(text, "hard")
     _add_training_options(text, "the corpus file (default: bundled copy)", "texts")
 
     census = jobs.add_parser(
@@ -88,11 +98,7 @@ def _parser() -> argparse.ArgumentParser:
                     "validation come from the official training file (90/10, stratified by --seed); the test "
                     "metrics are on the whole official test file (99,762 records).",
     )
-    census.add_argument("--sharing", choices=SHARING_CHOICES, default=None,
-                        help="how the tasks share (default: mmoe)")
-    census.add_argument("--sharing-option", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
-                        help="an argument of the sharing layer (repeatable), e.g. --sharing-option num_experts=8 "
-                             "or --sharing-option 'expert_units=(128, 64)'")
+    _add_sharing_options(census, "mmoe")
     _add_training_options(census, "the folder holding census_income_{train,test}.tsv.xz (default: bundled copy)",
                           "training records")
 

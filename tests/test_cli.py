@@ -117,3 +117,8 @@ def test_help(command, capsys):
 def test_evaluate_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path)]) == 2
     assert "is not a run folder" in capsys.readouterr().err
+
+
+def test_text_job_takes_a_sharing_and_checks_its_options():
+    result = run_cli("train", "text", "--limit", "300", "--epochs", "1", "--sharing", "cascade")
+    assert result.returncode == 2 and "needs sharing_options={'order'" in result.stderr

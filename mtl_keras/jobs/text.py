@@ -29,6 +29,8 @@ class TextJobConfig(JobConfig):
     dropout: float = 0.3
     head_hidden_units: tuple[int, ...] = (64,)
     lexicon: bool = True  # frozen VADER valence + negation channels beside the learned embedding
+    sharing: str = "hard"  # how the tasks share the encoder's output (mtl_keras.sharing)
+    sharing_options: dict | None = None
     data_path: str | None = None
 
 
@@ -48,6 +50,9 @@ class TextJob(Job):
             max_length=config.max_length, embedding_dim=config.embedding_dim, dropout=config.dropout,
             head_hidden_units=config.head_hidden_units,
             token_features=sentiment_token_features(load_vader_lexicon()) if config.lexicon else None,
+            # A single-task baseline keeps the plain encoder + head, whatever the multi-task sharing.
+            sharing=config.sharing if len(tasks) > 1 else "hard",
+            sharing_options=config.sharing_options if len(tasks) > 1 else None,
             name="text_multitask" if len(tasks) > 1 else f"text_{tasks[0].name}",
         )
 
