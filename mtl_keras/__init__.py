@@ -6,6 +6,7 @@ The public API lives here and nowhere else.
 __version__ = "0.1.0"
 
 from mtl_keras.builders import attach_heads, attach_shared_heads, build_tabular_model, build_text_model
+from mtl_keras.datasets.census import load_census
 from mtl_keras.datasets.features import Feature, describe_features
 from mtl_keras.datasets.lexicon import sentiment_token_features
 from mtl_keras.datasets.pipeline import (
@@ -103,6 +104,7 @@ __all__ = [
     "export_saved_model",
     "get_sharing",
     "get_text_encoder",
+    "load_census",
     "load_saved_model",
     "load_vader",
     "load_vader_lexicon",
