@@ -218,3 +218,29 @@ def test_census_refuses_unknown_sharing_and_options():
     assert result.returncode == 2 and "invalid choice" in result.stderr
     result = run_cli("train", "census", "--limit", "300", "--sharing-option", "experts=3", "--epochs", "1")
     assert result.returncode == 2 and "bad sharing option(s) ['experts']" in result.stderr
+
+
+class FrameLike:
+    """What `describe_features` uses of a pandas DataFrame: `.columns` and `frame[name].to_numpy()`."""
+
+    class Column:
+        def __init__(self, values):
+            self.values = values
+
+        def to_numpy(self):
+            return self.values
+
+    def __init__(self, data):
+        self.data = data
+        self.columns = list(data)
+
+    def __getitem__(self, name):
+        return self.Column(self.data[name])
+
+
+def test_features_and_datasets_take_a_data_frame():
+    frame = FrameLike(columns())
+    assert describe_features(frame, categorical=["year"], log=["gains"]) == features()
+    dataset = make_tabular_dataset(frame, labels(), TASKS, features(), batch_size=4)
+    inputs, _, _ = next(iter(dataset))
+    assert inputs["job"].dtype == tf.string and inputs["age"].dtype == tf.float32
