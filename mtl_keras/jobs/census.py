@@ -77,13 +77,8 @@ class CensusJob(Job):
     def build_model(self, tasks: list[Task], splits: Splits) -> keras.Model:
         # A single-task baseline is a plain network (shared bottom of one task), whatever the multi-task sharing.
         sharing = self.config.sharing if len(tasks) > 1 else "hard"
-        if sharing == "cascade" and len(tasks) > 1:
-            options = {**self.sharing_options(sharing)}
-            options["order"] = [name for name in options["order"] if name in {t.name for t in tasks}]
-        else:
-            options = self.sharing_options(sharing)
         return build_tabular_model(
-            tasks, self.features, sharing=sharing, sharing_options=options,
+            tasks, self.features, sharing=sharing, sharing_options=self.sharing_options(sharing),
             head_hidden_units=self.config.head_hidden_units, dropout=self.config.dropout,
             name=f"census_{sharing}" if len(tasks) > 1 else f"census_{tasks[0].name}",
         )
