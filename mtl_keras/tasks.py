@@ -39,6 +39,11 @@ class KindSpec:
     label_description: str
 
 
+# Keras' AUC integrates over evenly spaced thresholds. Its default 200 lumps together the many confident negatives of
+# a rare positive class: 0.9494 against an exact 0.9512 for census income (6% positive); 10,000 gives 0.95117, at no
+# measurable cost per step (the even spacing takes Keras' bucketed path).
+AUC_THRESHOLDS = 10_000
+
 # Metrics of sigmoid outputs thresholded at 0.5 (binary, and multilabel where they are micro-averaged over labels).
 _THRESHOLDED: dict[str, MetricFactory] = {
     "accuracy": lambda t: keras.metrics.BinaryAccuracy(name="accuracy"),
@@ -53,7 +58,7 @@ KINDS: dict[str, KindSpec] = {
         metrics={
             **_THRESHOLDED,
             "f1": lambda t: keras.metrics.F1Score(average="micro", threshold=0.5, name="f1"),
-            "auc": lambda t: keras.metrics.AUC(name="auc"),
+            "auc": lambda t: keras.metrics.AUC(num_thresholds=AUC_THRESHOLDS, name="auc"),
         },
         sparse_labels=True,
         label_description="0 or 1 per example (-1 = missing)",
@@ -66,7 +71,7 @@ KINDS: dict[str, KindSpec] = {
             "precision": lambda t: mtl_metrics.MacroPrecision(t.num_classes, name="precision"),
             "recall": lambda t: mtl_metrics.MacroRecall(t.num_classes, name="recall"),
             "f1": lambda t: mtl_metrics.MacroF1(t.num_classes, name="f1"),
-            "auc": lambda t: mtl_metrics.SparseMacroAUC(t.num_classes, name="auc"),
+            "auc": lambda t: mtl_metrics.SparseMacroAUC(t.num_classes, num_thresholds=AUC_THRESHOLDS, name="auc"),
         },
         sparse_labels=True,
         label_description="a class index in [0, num_classes) per example (-1 = missing)",
@@ -78,7 +83,8 @@ KINDS: dict[str, KindSpec] = {
             **_THRESHOLDED,
             "f1": lambda t: keras.metrics.F1Score(average="macro", threshold=0.5, name="f1"),
             "f1_micro": lambda t: keras.metrics.F1Score(average="micro", threshold=0.5, name="f1_micro"),
-            "auc": lambda t: keras.metrics.AUC(multi_label=True, num_labels=t.num_classes, name="auc"),
+            "auc": lambda t: keras.metrics.AUC(num_thresholds=AUC_THRESHOLDS, multi_label=True,
+                                               num_labels=t.num_classes, name="auc"),
         },
         sparse_labels=False,
         label_description="a 0/1 vector of length num_classes per example (a row of -1 = missing)",

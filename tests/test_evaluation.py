@@ -26,3 +26,16 @@ def test_compute_metrics_skips_missing_labels():
     result = compute_metrics(tasks, predictions, labels, masks={"r": np.array([True, True, False])})
     assert result["s"] == {"accuracy": pytest.approx(0.5), "labelled": 2}
     assert result["r"] == {"mae": pytest.approx(0.25), "labelled": 2}
+
+
+def test_roc_auc_by_hand_and_the_streamed_auc_agrees_on_a_rare_class():
+    from mtl_keras.evaluation import roc_auc
+
+    # (positive, negative) pairs: 0.9>0.5, 0.9>0.1, 0.5=0.5 (a tie counts 1/2), 0.5>0.1 -> 3.5 of 4.
+    assert roc_auc([1, 1, 0, 0], [0.9, 0.5, 0.5, 0.1]) == pytest.approx(3.5 / 4)
+    rng = np.random.default_rng(0)
+    labels = (rng.random(20000) < 0.05).astype("int32")  # 5 % positive, scores crowded near 0 like a real model's
+    scores = np.clip(rng.beta(0.3, 12, 20000) + 0.25 * labels * rng.random(20000), 0, 1).astype("float32")
+    streamed = compute_metrics([Task("rare", "binary", metrics=["auc"])], {"rare": scores[:, None]},
+                               {"rare": labels})["rare"]["auc"]
+    assert streamed == pytest.approx(roc_auc(labels, scores), abs=5e-4)
