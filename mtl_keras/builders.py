@@ -23,9 +23,13 @@ from mtl_keras.training.model import MultiTaskModel
 
 
 def attach_heads(shared, tasks: Sequence[Task], hidden_units: Sequence[int] = (), dropout: float = 0.0) -> dict:
-    """One `TaskHead` per task on the shared representation; returns the outputs keyed by task name."""
+    """One `TaskHead` per task; returns the outputs keyed by task name.
+
+    `shared` is one representation for every task, or a dict of one per task (a sharing layer's output).
+    """
     return {
-        name: TaskHead.for_task(task, hidden_units=hidden_units, dropout=dropout)(shared)
+        name: TaskHead.for_task(task, hidden_units=hidden_units, dropout=dropout)(
+            shared[name] if isinstance(shared, Mapping) else shared)
         for name, task in as_task_dict(tasks).items()
     }
 
@@ -54,8 +58,7 @@ def attach_shared_heads(
     representations = get_sharing(sharing, list(tasks), **options)(shared)
     if cascade is not None:
         return attach_cascade_heads(representations, list(tasks.values()), cascade, head_hidden_units, dropout)
-    return {name: TaskHead.for_task(task, hidden_units=head_hidden_units, dropout=dropout)(representations[name])
-            for name, task in tasks.items()}
+    return attach_heads(representations, list(tasks.values()), head_hidden_units, dropout)
 
 
 def _token_feature_matrix(vocabulary: Sequence[str], token_features: Mapping[str, Sequence[float]]) -> np.ndarray:
