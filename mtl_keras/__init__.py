@@ -5,7 +5,13 @@ The public API lives here and nowhere else.
 
 __version__ = "0.1.0"
 
-from mtl_keras.builders import attach_heads, attach_shared_heads, build_tabular_model, build_text_model
+from mtl_keras.builders import (
+    attach_heads,
+    attach_shared_heads,
+    build_tabular_model,
+    build_text_model,
+    build_vision_model,
+)
 from mtl_keras.datasets.census import load_census
 from mtl_keras.datasets.features import Feature, describe_features
 from mtl_keras.datasets.lexicon import sentiment_token_features
@@ -95,6 +101,7 @@ __all__ = [
     "attach_shared_heads",
     "build_tabular_model",
     "build_text_model",
+    "build_vision_model",
     "build_vocabulary",
     "compile_multitask",
     "compute_metrics",

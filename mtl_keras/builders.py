@@ -16,6 +16,7 @@ from mtl_keras.datasets.features import Feature
 from mtl_keras.datasets.tokenization import build_vocabulary, split_graph, standardize_graph
 from mtl_keras.encoders.tabular import encode_features, feature_inputs
 from mtl_keras.encoders.text import get_text_encoder
+from mtl_keras.encoders.vision import check_image_shape, vision_trunk
 from mtl_keras.heads import TaskHead
 from mtl_keras.sharing import SharingLayer, TaskCascade, attach_cascade_heads, get_sharing
 from mtl_keras.tasks import Task, as_task_dict
@@ -213,4 +214,58 @@ def build_tabular_model(
     inputs = feature_inputs(features)
     shared = encode_features(inputs, features)
     outputs = attach_shared_heads(shared, tasks, sharing, sharing_options, cascade, head_hidden_units, dropout)
+    return MultiTaskModel(inputs, outputs, name=name)
+
+
+def build_vision_model(
+    tasks: Sequence[Task],
+    image_shape: Sequence[int] = (64, 64, 1),
+    backbone: str = "unet",
+    filters: Sequence[int] = (16, 32, 64, 128),
+    location_channels: int = 8,
+    normalization: str | None = "batch",
+    head_hidden_units: Sequence[int] = (64,),
+    dropout: float = 0.1,
+    name: str = "vision_multitask",
+) -> keras.Model:
+    """A multi-task image model: raw uint8 images in, one output per task out.
+
+    uint8 images -> rescaling to [0, 1] (inside the model) -> shared trunk (`mtl_keras.encoders.vision`) -> a head
+    per task: segmentation tasks from the trunk's per-pixel features (outputs at input resolution), every other
+    kind from its pooled features.
+
+    Args:
+        tasks: the tasks (their names key the outputs); any mix of kinds.
+        image_shape: `(height, width, channels)` of the images.
+        backbone: `"unet"` (encoder-decoder with skip connections) or `"cnn"` (the encoder alone; segmentation from
+            its bottleneck upsampled).
+        filters: widths of the encoder stages; each stage after the first halves the resolution.
+        location_channels: width of the bottleneck projection kept, flattened, beside its global average.
+        normalization: `"batch"` (default), `"synchronized"` (batch statistics over all replicas under
+            tf.distribute: the same updates as one device) or `None`.
+        head_hidden_units: hidden widths of the heads of pooled tasks (segmentation heads are 1x1 convolutions).
+        dropout: dropout on the pooled features and in those heads.
+        name: the model's name.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from mtl_keras import Task
+    >>> tasks = [Task("mask", "segmentation", num_classes=3), Task("kind", "multiclass", num_classes=4)]
+    >>> model = build_vision_model(tasks, image_shape=(16, 16, 1), filters=(4, 8))
+    >>> {k: v.shape for k, v in model.predict(np.zeros((2, 16, 16, 1), "uint8"), verbose=0).items()}
+    {'mask': (2, 16, 16, 3), 'kind': (2, 4)}
+    """
+    tasks = list(as_task_dict(tasks).values())
+    image_shape = check_image_shape(image_shape, filters)
+    inputs = keras.Input(shape=image_shape, dtype="uint8", name="image")
+    images = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    features = vision_trunk(images, backbone, filters, location_channels, normalization)
+    pooled = keras.layers.Dropout(dropout, name="pooled_dropout")(features.pooled)
+    outputs = {}
+    for task in tasks:
+        if task.kind == "segmentation":
+            outputs[task.name] = TaskHead.for_task(task)(features.pixels)
+        else:
+            outputs[task.name] = TaskHead.for_task(task, hidden_units=head_hidden_units, dropout=dropout)(pooled)
     return MultiTaskModel(inputs, outputs, name=name)

@@ -33,6 +33,16 @@ def _key_value(text: str) -> tuple[str, object]:
         return name, value  # a bare word, e.g. activation=gelu
 
 
+def _int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.replace(" ", "").strip("()[]").split(",") if part)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one integer, got {text!r}")
+    return values
+
+
 SHARING_CHOICES = ["hard", "soft", "cross_stitch", "mmoe", "ple", "mtan", "cascade"]
 
 
@@ -102,6 +112,26 @@ def _parser() -> argparse.ArgumentParser:
     _add_training_options(census, "the folder holding census_income_{train,test}.tsv.xz (default: bundled copy)",
                           "training records")
 
+    vision = jobs.add_parser(
+        "vision", help="segmentation, presence, count and box on generated scenes (or MultiFashion)",
+        description="One shared CNN, raw uint8 images in. Scenes (default): 64x64 images of 1 to 3 Fashion-MNIST "
+                    "items on clutter, with masks derived from compositing; tasks segmentation (11 classes), "
+                    "presence (10 labels), count and box (of the largest item). --dataset multifashion: two "
+                    "overlapping items per 28x28 image, tasks left and right (10 classes each). Items never cross "
+                    "splits: test images use Fashion-MNIST test items.",
+    )
+    vision.add_argument("--dataset", choices=["scenes", "multifashion"], default=None, help="default: scenes")
+    vision.add_argument("--backbone", choices=["unet", "cnn"], default=None,
+                        help="shared trunk (default: unet for scenes, cnn for multifashion)")
+    vision.add_argument("--filters", type=_int_tuple, default=None, metavar="W,W,...",
+                        help="widths of the encoder stages, e.g. 16,32,64,128")
+    vision.add_argument("--num-train", type=int, default=None, help="training images to generate")
+    vision.add_argument("--source", choices=["bundled", "debian"], default=None,
+                        help="Fashion-MNIST items: the bundled 12k+2k subset (default) or the Debian package's "
+                             "full set")
+    _add_training_options(vision, "the folder holding fashion_mnist_subset.npz (bundled) or the idx files (debian)",
+                          "training images")
+
     evaluate = commands.add_parser(
         "evaluate", help="recompute a run's test metrics from its saved model",
         description="Rebuild the run's test split from its config.json, predict with the saved model and print "
@@ -114,10 +144,13 @@ def _parser() -> argparse.ArgumentParser:
     predict = commands.add_parser(
         "predict", help="print each task's prediction for each input",
         description="Load the run's SavedModel and print, for each input, every task's prediction. Inputs are "
-                    "texts for a text run, JSON objects of raw column values for a tabular run.",
+                    "texts for a text run, JSON objects of raw column values for a tabular run, image files (PNG, "
+                    "JPEG, GIF, BMP) for a vision run; each predicted segmentation mask is written as a PNG beside "
+                    "its image (IMAGE.TASK.png, or in --mask-dir).",
     )
     predict.add_argument("run", type=Path, help="a run folder written by `mtl-keras train`")
-    predict.add_argument("inputs", nargs="+", help="texts, or JSON objects of column values")
+    predict.add_argument("inputs", nargs="+", help="texts, JSON objects of column values, or image files")
+    predict.add_argument("--mask-dir", type=Path, default=None, help="where to write predicted masks")
     predict.add_argument("--json", action="store_true", help="print raw outputs as JSON")
     return parser
 
@@ -147,8 +180,11 @@ def _print_metrics(metrics: dict, reference: dict | None = None, reference_name:
     for task, values in metrics.items():
         print(f"  {task}:")
         for name, value in values.items():
+            if isinstance(value, dict):  # e.g. per-class IoU, on one line
+                print(f"    {name:<15} " + ", ".join(f"{key} {number:.3f}" for key, number in value.items()))
+                continue
             extra = ""
-            if reference and task in reference and name in reference[task]:
+            if reference and isinstance(reference.get(task, {}).get(name), float):
                 extra = f"   ({reference_name}: {reference[task][name]:.4f})"
             print(f"    {name:<15} {value:.4f}{extra}" if isinstance(value, float) else f"    {name:<15} {value}")
 
@@ -192,13 +228,22 @@ def _predict(args) -> int:
     saved = load_saved_model(args.run / "saved_model")
     specs = saved.signatures["serving_default"].structured_input_signature[1]
     outputs = {name: value.numpy() for name, value in saved.serve(serving_inputs(args.inputs, specs)).items()}
+    written = {}
+    for name, task in tasks.items():
+        if task.kind == "segmentation":
+            for index, given in enumerate(args.inputs):
+                written[index, name] = write_mask_png(outputs[f"{name}_mask"][index], given, name, args.mask_dir)
     if args.json:
         print(json.dumps({name: value.tolist() for name, value in outputs.items()}))
         return 0
     for index, given in enumerate(args.inputs):
         print(given)
         for name, task in tasks.items():
-            print(f"  {name:<12} {describe_prediction(task, np.asarray(outputs[name][index]))}")
+            if task.kind == "segmentation":
+                description = describe_mask(task, outputs[f"{name}_mask"][index], written[index, name])
+            else:
+                description = describe_prediction(task, np.asarray(outputs[name][index]))
+            print(f"  {name:<12} {description}")
     return 0
 
 
@@ -211,6 +256,8 @@ def serving_inputs(given: list[str], specs: dict):
 
     if len(specs) == 1 and next(iter(specs.values())).dtype == tf.string:
         return tf.constant(given, dtype=tf.string)
+    if len(specs) == 1 and next(iter(specs.values())).shape.rank == 4:
+        return read_images(given, next(iter(specs.values())))
     rows = []
     for index, text in enumerate(given, start=1):
         try:
@@ -233,6 +280,57 @@ def serving_inputs(given: list[str], specs: dict):
         except (TypeError, ValueError):
             raise InputError(f"column {name!r} takes {spec.dtype.name} values, got {values!r}.") from None
     return columns
+
+
+def read_images(paths: list[str], spec):
+    """Image files as one uint8 batch of the SavedModel's shape; InputError for a file that is missing, not an
+    image, or of another size."""
+    import tensorflow as tf
+
+    from mtl_keras.datasets.pipeline import InputError
+
+    height, width, channels = spec.shape[1:]
+    images = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise InputError(f"{path}: no such image file.")
+        try:
+            image = tf.io.decode_image(Path(path).read_bytes(), channels=channels, expand_animations=False)
+        except (tf.errors.InvalidArgumentError, ValueError):
+            raise InputError(f"{path}: not an image TensorFlow can decode (PNG, JPEG, GIF, BMP).") from None
+        if tuple(image.shape[:2]) != (height, width):
+            raise InputError(f"{path}: the image is {image.shape[0]}x{image.shape[1]} (height x width); the model "
+                             f"takes {height}x{width}.")
+        images.append(image)
+    return tf.stack(images)
+
+
+# Colours of the mask PNG, by class id (0 = background, black); cycles if there are more classes.
+MASK_PALETTE = np.array([
+    [0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
+    [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128], [220, 190, 255],
+], dtype=np.uint8)
+
+
+def write_mask_png(mask, image_path: str, task_name: str, folder: Path | None = None) -> Path:
+    """Writes a class-id mask as a colour PNG (`MASK_PALETTE`) named `IMAGE.TASK.png`; returns its path."""
+    import tensorflow as tf
+
+    source = Path(image_path)
+    target = (folder or source.parent) / f"{source.stem}.{task_name}.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    colours = MASK_PALETTE[np.asarray(mask) % len(MASK_PALETTE)]
+    target.write_bytes(tf.io.encode_png(colours).numpy())
+    return target
+
+
+def describe_mask(task, mask, written: Path) -> str:
+    """The classes a predicted mask holds, by share of pixels, and where it was written."""
+    ids, counts = np.unique(np.asarray(mask), return_counts=True)
+    names = task.class_names
+    parts = [f"{names[i] if names else i} {c / mask.size:.0%}" for i, c in sorted(zip(ids, counts, strict=True),
+                                                                             key=lambda pair: -pair[1])]
+    return f"mask -> {written} ({', '.join(parts)})"
 
 
 def describe_prediction(task, output) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from mtl_keras.labels import prepare_labels
+from mtl_keras.metrics import SegmentationIoU
 from mtl_keras.tasks import Task, as_task_dict
 
 
@@ -32,7 +33,11 @@ def compute_metrics(
     labels: Mapping[str, np.ndarray],
     masks: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """`{task: {metric: value, ..., "labelled": count}}` over the examples that carry each task's label."""
+    """`{task: {metric: value, ..., "labelled": count}}` over the examples that carry each task's label.
+
+    A segmentation task also gets `iou_per_class`: `{class name (or id): IoU}` over every pixel of the labelled
+    examples.
+    """
     tasks = as_task_dict(tasks)
     labels, weights = prepare_labels(tasks, labels, masks)
     results = {}
@@ -44,6 +49,11 @@ def compute_metrics(
             metric.update_state(labels[name], np.asarray(predictions[name]), sample_weight=weights[name])
             values[metric.name] = float(np.asarray(metric.result()))
         values["labelled"] = int(weights[name].sum())
+        if task.kind == "segmentation":
+            iou = SegmentationIoU(task.num_classes)
+            iou.update_state(labels[name], np.asarray(predictions[name]), sample_weight=weights[name])
+            names = task.class_names or [str(c) for c in range(task.num_classes)]
+            values["iou_per_class"] = {names[c]: float(v) for c, v in enumerate(np.asarray(iou.per_class()))}
         results[name] = values
     return results
 

@@ -14,10 +14,12 @@ import tensorflow as tf
 TEXT_SIGNATURE = [tf.TensorSpec([None], tf.string, name="text")]
 
 
-def export_saved_model(model: keras.Model, path: str | os.PathLike, input_signature=None) -> Path:
+def export_saved_model(model: keras.Model, path: str | os.PathLike, input_signature=None, tasks=None) -> Path:
     """Writes a SavedModel whose `serve` and `serving_default` endpoints take raw inputs and return every task.
 
-    `input_signature` defaults to a batch of strings (`tf.string[None]`, named `text`) for text models.
+    `input_signature` defaults to a batch of strings (`tf.string[None]`, named `text`) for text models. Given the
+    `tasks`, each segmentation task also returns its argmax mask as `<task>_mask` (int32, `(batch, H, W)`), beside
+    its per-class probabilities.
 
     Example (in a shell): `saved_model_cli show --dir RUN/saved_model --all` lists the signature.
     """
@@ -25,7 +27,18 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, input_signat
     signature = input_signature or TEXT_SIGNATURE
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serve", lambda *inputs: model(*inputs, training=False), input_signature=signature)
+    masks = [task.name for task in (tasks or ()) if task.kind == "segmentation"]
+
+    def serve(*inputs):
+        outputs = model(*inputs, training=False)
+        if not masks:
+            return outputs
+        outputs = dict(outputs)
+        for name in masks:
+            outputs[f"{name}_mask"] = tf.argmax(outputs[name], axis=-1, output_type=tf.int32)
+        return outputs
+
+    archive.add_endpoint("serve", serve, input_signature=signature)
     archive.write_out(str(path), verbose=False)
     return path
 

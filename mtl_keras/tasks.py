@@ -37,6 +37,11 @@ class KindSpec:
     metrics: dict[str, MetricFactory]  # name -> factory, in report order; the defaults of the kind
     sparse_labels: bool  # labels are class indices (one per example, or per pixel) rather than vectors
     label_description: str
+    extra_metrics: dict[str, MetricFactory] = dataclasses.field(default_factory=dict)  # on request only
+
+    @property
+    def all_metrics(self) -> dict[str, MetricFactory]:
+        return {**self.metrics, **self.extra_metrics}
 
 
 # Keras' AUC integrates over evenly spaced thresholds. Its default 200 lumps together the many confident negatives of
@@ -97,6 +102,10 @@ KINDS: dict[str, KindSpec] = {
             "rmse": lambda t: keras.metrics.RootMeanSquaredError(name="rmse"),
             "pearson_r": lambda t: mtl_metrics.PearsonR(name="pearson_r"),
         },
+        extra_metrics={
+            "exact_match": lambda t: mtl_metrics.ExactMatch(name="exact_match"),
+            "box_iou": lambda t: mtl_metrics.BoxIoU(name="box_iou"),
+        },
         sparse_labels=False,
         label_description="a finite float (or a vector of `units` floats) per example (missing only through a mask)",
     ),
@@ -104,10 +113,14 @@ KINDS: dict[str, KindSpec] = {
         activation="softmax",
         default_loss=keras.losses.SparseCategoricalCrossentropy,
         metrics={
-            "pixel_accuracy": lambda t: keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy"),
-            "mean_iou": lambda t: keras.metrics.MeanIoU(
-                num_classes=t.num_classes, sparse_y_true=True, sparse_y_pred=False, name="mean_iou"
-            ),
+            "pixel_accuracy": lambda t: mtl_metrics.PixelAccuracy(t.num_classes, name="pixel_accuracy"),
+            # Over the classes other than the background (all classes if the task has none).
+            "mean_iou": lambda t: mtl_metrics.SegmentationIoU(t.num_classes, class_ids=t.foreground_classes,
+                                                              name="mean_iou"),
+        },
+        extra_metrics={
+            "background_iou": lambda t: mtl_metrics.SegmentationIoU(
+                t.num_classes, class_ids=[t.background_class or 0], name="background_iou"),
         },
         sparse_labels=True,
         label_description="an (H, W) map of class indices in [0, num_classes) per example (all -1 = missing)",
@@ -123,6 +136,9 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "auc": True,
     "pixel_accuracy": True,
     "mean_iou": True,
+    "background_iou": True,
+    "exact_match": True,
+    "box_iou": True,
     "pearson_r": True,
     "mae": False,
     "rmse": False,
@@ -149,6 +165,8 @@ class Task:
         units: output size of a regression task (default 1).
         class_names: optional names of the classes, for reports.
         higher_is_better: direction of metrics that `HIGHER_IS_BETTER` does not know.
+        background_class: for segmentation, the class id of the background: `mean_iou` then averages the other
+            classes, and `background_iou` (a default metric then) reports the background's IoU apart.
     """
 
     name: str
@@ -160,6 +178,7 @@ class Task:
     units: int | None = None
     class_names: Sequence[str] | None = None
     higher_is_better: dict[str, bool] | None = None
+    background_class: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -183,13 +202,18 @@ class Task:
             raise ValueError(
                 f"Task {self.name!r}: {len(self.class_names)} class_names for {self.num_classes_or_two} classes."
             )
+        if self.background_class is not None and (
+            self.kind != "segmentation" or not 0 <= int(self.background_class) < self.num_classes
+        ):
+            raise ValueError(f"Task {self.name!r}: background_class applies to segmentation tasks only, as a class "
+                             f"id in [0, num_classes), got {self.background_class!r}.")
         object.__setattr__(self, "metrics", None if self.metrics is None else tuple(self.metrics))
         object.__setattr__(self, "class_names", None if self.class_names is None else tuple(self.class_names))
         for metric in self.metrics or ():
-            if isinstance(metric, str) and metric not in self.spec.metrics:
+            if isinstance(metric, str) and metric not in self.spec.all_metrics:
                 raise ValueError(
                     f"Task {self.name!r}: unknown metric {metric!r} for kind {self.kind!r}; "
-                    f"known: {sorted(self.spec.metrics)}, or pass a keras.metrics.Metric."
+                    f"known: {sorted(self.spec.all_metrics)}, or pass a keras.metrics.Metric."
                 )
 
     @property
@@ -220,18 +244,31 @@ class Task:
 
     def build_metrics(self) -> list[keras.metrics.Metric]:
         """Fresh metric objects for this task (names as in the logs, without the task prefix)."""
-        chosen = self.metrics if self.metrics is not None else tuple(self.spec.metrics)
+        chosen = self.metrics if self.metrics is not None else self.default_metric_names
         built = []
         for metric in chosen:
             if isinstance(metric, str):
-                built.append(self.spec.metrics[metric](self))
+                built.append(self.spec.all_metrics[metric](self))
             else:
                 built.append(keras.metrics.deserialize(keras.metrics.serialize(metric)))
         return built
 
     @property
     def metric_names(self) -> tuple[str, ...]:
-        return tuple(m if isinstance(m, str) else m.name for m in (self.metrics or tuple(self.spec.metrics)))
+        return tuple(m if isinstance(m, str) else m.name for m in (self.metrics or self.default_metric_names))
+
+    @property
+    def default_metric_names(self) -> tuple[str, ...]:
+        """The kind's default metrics (and `background_iou` for a segmentation task with a background class)."""
+        extra = ("background_iou",) if self.background_class is not None else ()
+        return tuple(self.spec.metrics) + extra
+
+    @property
+    def foreground_classes(self) -> list[int] | None:
+        """The classes other than the background (None: all of them)."""
+        if self.background_class is None:
+            return None
+        return [c for c in range(self.num_classes) if c != self.background_class]
 
     def metric_higher_is_better(self, metric_name: str) -> bool:
         """Direction of a metric, for Δm and model selection."""

@@ -76,6 +76,41 @@ def as_feature_columns(columns, features: Sequence[Feature], what: str = "inputs
     return prepared
 
 
+def as_image_array(images, image_shape, what: str = "images") -> np.ndarray:
+    """Images as the vision model takes them: uint8 of shape (N, H, W, C) with `(H, W, C) = image_shape`.
+
+    A grayscale batch may come as (N, H, W). Integer or float arrays are accepted when every value is a whole number
+    in 0..255 (e.g. uint8 images held as float); anything else raises InputError saying what was expected, so a
+    [0, 1]-scaled or wrongly shaped batch fails before any training step.
+
+    >>> as_image_array(np.full((2, 4, 4), 7.0), (4, 4, 1)).dtype
+    dtype('uint8')
+    """
+    height, width, channels = (int(d) for d in image_shape)
+    array = np.asarray(images)
+    if array.ndim == 3 and channels == 1:
+        array = array[..., None]
+    if array.ndim != 4 or array.shape[1:] != (height, width, channels):
+        grayscale = f" or (N, {height}, {width})" if channels == 1 else ""
+        channel_note = (f" ({array.shape[3]} channels where the model takes {channels})"
+                        if array.ndim == 4 and array.shape[1:3] == (height, width) else "")
+        raise InputError(f"{what}: expected uint8 images of shape (N, {height}, {width}, {channels}){grayscale}, got "
+                         f"shape {array.shape}{channel_note}.")
+    if len(array) == 0:
+        raise InputError(f"{what}: the batch is empty.")
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype.kind not in "biuf":
+        raise InputError(f"{what}: expected uint8 pixel values 0..255, got dtype {array.dtype}.")
+    bad = ~np.isfinite(array) | (array < 0) | (array > 255) | (array != np.round(array))
+    if bad.any():
+        value = float(array[bad].flat[0])
+        hint = " (images scaled to [0, 1]? the model rescales uint8 itself: pass 0..255)" if array.max() <= 1 else ""
+        raise InputError(f"{what}: the model takes uint8 pixel values, whole numbers in 0..255; got {value:g} "
+                         f"(dtype {array.dtype}){hint}.")
+    return array.astype(np.uint8)
+
+
 def make_dataset(
     inputs,
     labels: Mapping[str, object],
@@ -109,3 +144,8 @@ def make_text_dataset(texts, labels, tasks, masks=None, **kwargs) -> tf.data.Dat
     """`make_dataset` for the text model, checking that the inputs are strings."""
     texts = as_text_array(texts)
     return make_dataset(tf.constant(texts.tolist(), dtype=tf.string), labels, tasks, masks, **kwargs)
+
+
+def make_image_dataset(images, labels, tasks, image_shape, masks=None, **kwargs) -> tf.data.Dataset:
+    """`make_dataset` for the vision model, checking the images first (see `as_image_array`)."""
+    return make_dataset(as_image_array(images, image_shape), labels, tasks, masks, **kwargs)

@@ -2,5 +2,6 @@
 
 from mtl_keras.jobs.census import CensusJob
 from mtl_keras.jobs.text import TextJob
+from mtl_keras.jobs.vision import VisionJob
 
-JOBS = {"text": TextJob, "census": CensusJob}
+JOBS = {"text": TextJob, "census": CensusJob, "vision": VisionJob}

@@ -138,7 +138,7 @@ class Job:
                 _log(f"Δm not computed: {error}")
         with atomic_directory(output, overwrite=overwrite) as folder:
             model.save(folder / "model.keras")
-            export_saved_model(model, folder / "saved_model", self.serving_signature(model))
+            export_saved_model(model, folder / "saved_model", self.serving_signature(model), tasks=tasks)
             _write_json(folder / "metrics.json", metrics)
             _write_json(folder / "history.json", histories)
             _write_json(folder / "config.json", {

@@ -1,0 +1,112 @@
+"""Shared convolutional trunks for images: a U-Net-style encoder-decoder with skip connections, and a plain CNN.
+
+A trunk takes float images in [0, 1] and gives `VisionFeatures`:
+
+- `pooled`: one vector per image, for classification and regression heads: the global average of the bottleneck,
+  beside a small flattened map of it (a 1x1 projection), which keeps *where* things are (boxes need that);
+- `pixels`: a feature map at input resolution, for segmentation heads (the U-Net decoder; for the plain CNN, the
+  bottleneck upsampled bilinearly);
+- `stages`: the encoder's feature maps, shallow first (e.g. for `TaskAttention(units=())`).
+
+Trunks are built from stock Keras layers (Conv2D, BatchNormalization, pooling, upsampling), so models that use
+them save, load and export like any functional model.
+
+Example:
+
+>>> import keras
+>>> images = keras.Input((32, 32, 1))
+>>> features = vision_trunk(images, "unet", filters=(8, 16, 32))
+>>> tuple(features.pooled.shape), tuple(features.pixels.shape), [tuple(s.shape)[1:3] for s in features.stages]
+((None, 544), (None, 32, 32, 8), [(32, 32), (16, 16), (8, 8)])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import keras
+
+BACKBONES = ("unet", "cnn")
+# None: no normalisation; "batch": per-replica batch statistics; "synchronized": statistics over the global batch
+# under tf.distribute (what one device would compute; costs an all-reduce per layer).
+NORMALIZATIONS = (None, "batch", "synchronized")
+
+
+@dataclasses.dataclass
+class VisionFeatures:
+    """What a trunk gives the heads (symbolic tensors)."""
+
+    pooled: keras.KerasTensor
+    pixels: keras.KerasTensor
+    stages: list
+
+
+def conv_block(x, filters: int, name: str, convolutions: int = 2, normalization: str | None = "batch"):
+    """`convolutions` x (3x3 convolution, batch normalisation, ReLU)."""
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}.")
+    for number in range(convolutions):
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=normalization is None,
+                                name=f"{name}_conv{number}")(x)
+        if normalization:
+            x = keras.layers.BatchNormalization(synchronized=normalization == "synchronized",
+                                                name=f"{name}_bn{number}")(x)
+        x = keras.layers.ReLU(name=f"{name}_relu{number}")(x)
+    return x
+
+
+def check_image_shape(image_shape: Sequence[int], filters: Sequence[int]) -> tuple[int, int, int]:
+    """`(height, width, channels)`, checked against the trunk's depth (each pooling halves the sides)."""
+    if len(image_shape) != 3 or not all(isinstance(d, int) and d > 0 for d in image_shape):
+        raise ValueError(f"image_shape must be (height, width, channels) of positive ints, got {image_shape!r}.")
+    if not filters or not all(int(f) > 0 for f in filters):
+        raise ValueError(f"filters must be a non-empty list of positive widths, one per stage, got {filters!r}.")
+    factor = 2 ** (len(filters) - 1)
+    if image_shape[0] % factor or image_shape[1] % factor:
+        raise ValueError(f"image sides {image_shape[:2]} must be multiples of {factor} for {len(filters)} stages "
+                         f"(each stage after the first halves them).")
+    return tuple(image_shape)  # type: ignore[return-value]
+
+
+def vision_trunk(images, backbone: str = "unet", filters: Sequence[int] = (16, 32, 64, 128),
+                 location_channels: int = 8, normalization: str | None = "batch") -> VisionFeatures:
+    """The shared trunk on `images` (float, scaled to [0, 1]).
+
+    Args:
+        images: a symbolic image batch `(batch, H, W, C)`.
+        backbone: `"unet"` (encoder-decoder with skip connections) or `"cnn"` (the encoder alone).
+        filters: widths of the encoder stages; every stage after the first halves the resolution.
+        location_channels: width of the 1x1 projection of the bottleneck that is flattened into `pooled` (0 to
+            keep only the global average).
+        normalization: after each convolution: `"batch"`, `"synchronized"` (batch statistics over all replicas
+            under tf.distribute) or `None`.
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}.")
+    filters = [int(f) for f in filters]
+    stages = []
+    x = images
+    for depth, width in enumerate(filters):
+        if depth:
+            x = keras.layers.MaxPooling2D(name=f"encoder{depth}_pool")(x)
+        x = conv_block(x, width, f"encoder{depth}", normalization=normalization)
+        stages.append(x)
+    bottleneck = x
+    if backbone == "unet":
+        for depth in range(len(filters) - 2, -1, -1):
+            x = keras.layers.UpSampling2D(interpolation="bilinear", name=f"decoder{depth}_up")(x)
+            x = keras.layers.Concatenate(name=f"decoder{depth}_skip")([x, stages[depth]])
+            x = conv_block(x, filters[depth], f"decoder{depth}", normalization=normalization)
+        pixels = x
+    else:
+        factor = 2 ** (len(filters) - 1)
+        pixels = bottleneck if factor == 1 else keras.layers.UpSampling2D(
+            factor, interpolation="bilinear", name="pixels_up")(bottleneck)
+        pixels = conv_block(pixels, filters[0], "pixels", 1, normalization)
+    pooled = keras.layers.GlobalAveragePooling2D(name="bottleneck_average")(bottleneck)
+    if location_channels:
+        where = keras.layers.Conv2D(location_channels, 1, activation="relu", name="bottleneck_location")(bottleneck)
+        where = keras.layers.Flatten(name="bottleneck_location_flat")(where)
+        pooled = keras.layers.Concatenate(name="pooled")([pooled, where])
+    return VisionFeatures(pooled=pooled, pixels=pixels, stages=stages)
