@@ -13,15 +13,20 @@ from mtl_keras.builders import (
     build_vision_model,
 )
 from mtl_keras.datasets.census import load_census
+from mtl_keras.datasets.fashion_mnist import load_fashion_mnist
 from mtl_keras.datasets.features import Feature, describe_features
 from mtl_keras.datasets.lexicon import sentiment_token_features
+from mtl_keras.datasets.multifashion import load_multifashion
 from mtl_keras.datasets.pipeline import (
     InputError,
     as_feature_columns,
+    as_image_array,
     make_dataset,
+    make_image_dataset,
     make_tabular_dataset,
     make_text_dataset,
 )
+from mtl_keras.datasets.scenes import load_scenes
 from mtl_keras.datasets.tokenization import build_vocabulary, tokenize
 from mtl_keras.datasets.vader import load_vader, load_vader_lexicon
 from mtl_keras.encoders.tabular import NumericColumn
@@ -37,7 +42,17 @@ from mtl_keras.export import export_saved_model, load_saved_model
 from mtl_keras.heads import TaskHead
 from mtl_keras.labels import MISSING, LabelError, prepare_labels
 from mtl_keras.losses import MaskedLoss
-from mtl_keras.metrics import MacroF1, MacroPrecision, MacroRecall, PearsonR, SparseMacroAUC
+from mtl_keras.metrics import (
+    BoxIoU,
+    ExactMatch,
+    MacroF1,
+    MacroPrecision,
+    MacroRecall,
+    PearsonR,
+    PixelAccuracy,
+    SegmentationIoU,
+    SparseMacroAUC,
+)
 from mtl_keras.seeds import DEFAULT_SEED, set_global_seed
 from mtl_keras.sharing import (
     PLE,
@@ -62,11 +77,13 @@ from mtl_keras.training.model import MultiTaskModel
 
 __all__ = [
     "BiLSTMTextEncoder",
+    "BoxIoU",
     "ConvTextEncoder",
     "CrossStitch",
     "CrossStitchUnit",
     "DEFAULT_SEED",
     "DenseStack",
+    "ExactMatch",
     "Feature",
     "Gate",
     "HIGHER_IS_BETTER",
@@ -85,6 +102,8 @@ __all__ = [
     "NumericColumn",
     "PLE",
     "PearsonR",
+    "PixelAccuracy",
+    "SegmentationIoU",
     "SharingLayer",
     "SoftSharing",
     "SparseMacroAUC",
@@ -97,6 +116,7 @@ __all__ = [
     "TransformerBlock",
     "TransformerTextEncoder",
     "as_feature_columns",
+    "as_image_array",
     "attach_heads",
     "attach_shared_heads",
     "build_tabular_model",
@@ -112,10 +132,14 @@ __all__ = [
     "get_sharing",
     "get_text_encoder",
     "load_census",
+    "load_fashion_mnist",
+    "load_multifashion",
     "load_saved_model",
+    "load_scenes",
     "load_vader",
     "load_vader_lexicon",
     "make_dataset",
+    "make_image_dataset",
     "make_tabular_dataset",
     "make_text_dataset",
     "prepare_labels",

@@ -317,6 +317,17 @@ def test_vision_predict_writes_a_mask_png_and_refuses_wrong_sizes(vision_run, tm
     assert "the image is 32x32 (height x width); the model takes 64x64" in capsys.readouterr().err
 
 
+def test_vision_evaluate_regenerates_the_test_scenes_and_matches_the_record(vision_run, capsys):
+    from mtl_keras.cli import main
+
+    folder, _ = vision_run
+    assert main(["evaluate", str(folder), "--saved-model"]) == 0
+    recorded = json.loads((folder / "metrics.json").read_text())["test"]["segmentation"]["mean_iou"]
+    line = next(line for line in capsys.readouterr().out.splitlines() if "mean_iou" in line)
+    recomputed = float(line.split()[1])  # "mean_iou  RECOMPUTED   (recorded: RECORDED)"
+    assert recomputed == pytest.approx(recorded, abs=1e-4)
+
+
 def test_multifashion_job_end_to_end(tmp_path):
     folder = tmp_path / "mf"
     result = run_cli("train", "vision", "--dataset", "multifashion", "--limit", "64", "--epochs", "1",

@@ -2,8 +2,9 @@
 
 A trunk takes float images in [0, 1] and gives `VisionFeatures`:
 
-- `pooled`: one vector per image, for classification and regression heads: the global average of the bottleneck,
-  beside a small flattened map of it (a 1x1 projection), which keeps *where* things are (boxes need that);
+- `pooled`: one vector per image, for classification and regression heads: the global average and maximum of the
+  bottleneck and of the per-pixel features, beside a small flattened map of the bottleneck (a 1x1 projection),
+  which keeps *where* things are (boxes need that);
 - `pixels`: a feature map at input resolution, for segmentation heads (the U-Net decoder; for the plain CNN, the
   bottleneck upsampled bilinearly);
 - `stages`: the encoder's feature maps, shallow first (e.g. for `TaskAttention(units=())`).
@@ -17,7 +18,7 @@ Example:
 >>> images = keras.Input((32, 32, 1))
 >>> features = vision_trunk(images, "unet", filters=(8, 16, 32))
 >>> tuple(features.pooled.shape), tuple(features.pixels.shape), [tuple(s.shape)[1:3] for s in features.stages]
-((None, 544), (None, 32, 32, 8), [(32, 32), (16, 16), (8, 8)])
+((None, 592), (None, 32, 32, 8), [(32, 32), (16, 16), (8, 8)])
 """
 
 from __future__ import annotations
@@ -104,7 +105,15 @@ def vision_trunk(images, backbone: str = "unet", filters: Sequence[int] = (16, 3
         pixels = bottleneck if factor == 1 else keras.layers.UpSampling2D(
             factor, interpolation="bilinear", name="pixels_up")(bottleneck)
         pixels = conv_block(pixels, filters[0], "pixels", 1, normalization)
-    pooled = keras.layers.GlobalAveragePooling2D(name="bottleneck_average")(bottleneck)
+    # The average says how much of each feature there is (counts); the maximum, whether it occurs anywhere
+    # (presence of a small item in a large scene). Pooling the per-pixel features as well hands the image-level
+    # heads what the segmentation heads see: a class present anywhere shows as a high maximum of its features.
+    pooled = keras.layers.Concatenate(name="bottleneck_pooled")([
+        keras.layers.GlobalAveragePooling2D(name="bottleneck_average")(bottleneck),
+        keras.layers.GlobalMaxPooling2D(name="bottleneck_maximum")(bottleneck),
+        keras.layers.GlobalAveragePooling2D(name="pixels_average")(pixels),
+        keras.layers.GlobalMaxPooling2D(name="pixels_maximum")(pixels),
+    ])
     if location_channels:
         where = keras.layers.Conv2D(location_channels, 1, activation="relu", name="bottleneck_location")(bottleneck)
         where = keras.layers.Flatten(name="bottleneck_location_flat")(where)

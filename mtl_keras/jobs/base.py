@@ -82,8 +82,11 @@ class Job:
     def compile(self, model: keras.Model, tasks: list[Task]) -> keras.Model:
         # A baseline has one of the job's tasks: it takes that task's weight (its scale does not matter alone).
         loss_weights = {k: v for k, v in (self.config.loss_weights or {}).items() if k in {t.name for t in tasks}}
-        return compile_multitask(model, tasks, loss_weights=loss_weights,
-                                 optimizer=keras.optimizers.Adam(self.config.learning_rate))
+        return compile_multitask(model, tasks, loss_weights=loss_weights, optimizer=self.optimizer())
+
+    def optimizer(self) -> keras.optimizers.Optimizer:
+        """A fresh optimizer for one training."""
+        return keras.optimizers.Adam(self.config.learning_rate)
 
     def train(self, tasks: list[Task], splits: Splits, verbose: int | str = "auto") -> tuple[keras.Model, dict]:
         """Builds, compiles and fits a model for `tasks`; returns it (best validation weights) and its history."""

@@ -38,7 +38,7 @@ class VisionPreset:
 PRESETS = {
     # Box coordinates are fractions of the side: their squared errors are ~100x smaller than the other losses.
     "scenes": VisionPreset((64, 64, 1), "unet", (16, 32, 64, 128), 20_000, 2_000, 2_000, {"box": 10.0}),
-    "multifashion": VisionPreset((28, 28, 1), "cnn", (32, 64, 128), 60_000, 6_000, 10_000),
+    "multifashion": VisionPreset((28, 28, 1), "cnn", (32, 64, 128), 30_000, 3_000, 10_000),
 }
 
 
@@ -46,7 +46,7 @@ PRESETS = {
 class VisionJobConfig(JobConfig):
     """The vision job's settings; `None` takes the data set's preset (`PRESETS`)."""
 
-    epochs: int = 12
+    epochs: int = 16
     batch_size: int = 64
     learning_rate: float = 2e-3
     patience: int = 3
@@ -71,6 +71,7 @@ class VisionJob(Job):
         self.preset = PRESETS[self.config.dataset]
         if self.config.loss_weights is None and self.preset.loss_weights:
             self.config.loss_weights = dict(self.preset.loss_weights)
+        self.num_train_examples = self.config.num_train or self.preset.num_train
 
     def load_data(self) -> Splits:
         preset, config = self.preset, self.config
@@ -78,7 +79,15 @@ class VisionJob(Job):
         if config.limit:
             sizes = [min(sizes[0], config.limit)] + [min(size, max(config.limit // 5, 32)) for size in sizes[1:]]
         loader = load_scenes if config.dataset == "scenes" else load_multifashion
-        return loader(*sizes, seed=config.seed, source=config.source, path=config.data_path)
+        splits = loader(*sizes, seed=config.seed, source=config.source, path=config.data_path)
+        self.num_train_examples = len(splits.train)
+        return splits
+
+    def optimizer(self) -> keras.optimizers.Optimizer:
+        # Cosine decay of the learning rate over the planned epochs: on a fixed budget of epochs training ends with
+        # small steps instead of stopping mid-stride.
+        steps = self.config.epochs * -(-self.num_train_examples // self.config.batch_size)
+        return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(self.config.learning_rate, steps))
 
     def build_model(self, tasks: list[Task], splits: Splits) -> keras.Model:
         config, preset = self.config, self.preset
