@@ -37,7 +37,7 @@ def plain_keras_model(filters):
     def block(x, width, convolutions=2):
         for _ in range(convolutions):
             x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False)(x)
-            x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+            x = keras.layers.ReLU()(keras.layers.BatchNormalization(momentum=0.9)(x))
         return x
 
     image = keras.Input((64, 64, 1), dtype="uint8")

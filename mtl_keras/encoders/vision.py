@@ -51,7 +51,10 @@ def conv_block(x, filters: int, name: str, convolutions: int = 2, normalization:
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=normalization is None,
                                 name=f"{name}_conv{number}")(x)
         if normalization:
-            x = keras.layers.BatchNormalization(synchronized=normalization == "synchronized",
+            # Momentum 0.9 (PyTorch's default) rather than Keras' 0.99: the moving statistics used at inference
+            # then follow the weights within tens of steps. With 0.99 a CNN trained for three short epochs on
+            # MultiFashion scored 0.12 at test time against 0.79 (its training accuracy was 0.78 either way).
+            x = keras.layers.BatchNormalization(momentum=0.9, synchronized=normalization == "synchronized",
                                                 name=f"{name}_bn{number}")(x)
         x = keras.layers.ReLU(name=f"{name}_relu{number}")(x)
     return x
