@@ -50,8 +50,10 @@ def plain_keras_model(filters):
     for depth in range(len(filters) - 2, -1, -1):
         x = keras.layers.UpSampling2D(interpolation="bilinear")(x)
         x = block(keras.layers.Concatenate()([x, stages[depth]]), filters[depth])
+    read_only = keras.ops.stop_gradient(x)  # the per-pixel features, read by the image-level heads
     pooled = keras.layers.Concatenate()([
         keras.layers.GlobalAveragePooling2D()(bottleneck), keras.layers.GlobalMaxPooling2D()(bottleneck),
+        keras.layers.GlobalAveragePooling2D()(read_only), keras.layers.GlobalMaxPooling2D()(read_only),
         keras.layers.Flatten()(keras.layers.Conv2D(LOCATION, 1, activation="relu")(bottleneck))])
     pooled = keras.layers.Dropout(DROPOUT)(pooled)
 

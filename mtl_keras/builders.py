@@ -260,7 +260,9 @@ def build_vision_model(
     image_shape = check_image_shape(image_shape, filters)
     inputs = keras.Input(shape=image_shape, dtype="uint8", name="image")
     images = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-    features = vision_trunk(images, backbone, filters, location_channels, normalization)
+    # Image-level heads also read the per-pixel features when a segmentation task trains them.
+    features = vision_trunk(images, backbone, filters, location_channels, normalization,
+                            pool_pixels=any(task.kind == "segmentation" for task in tasks))
     pooled = keras.layers.Dropout(dropout, name="pooled_dropout")(features.pooled)
     outputs = {}
     for task in tasks:

@@ -76,7 +76,8 @@ def check_image_shape(image_shape: Sequence[int], filters: Sequence[int]) -> tup
 
 
 def vision_trunk(images, backbone: str = "unet", filters: Sequence[int] = (16, 32, 64, 128),
-                 location_channels: int = 8, normalization: str | None = "batch") -> VisionFeatures:
+                 location_channels: int = 8, normalization: str | None = "batch",
+                 pool_pixels: bool = True) -> VisionFeatures:
     """The shared trunk on `images` (float, scaled to [0, 1]).
 
     Args:
@@ -87,6 +88,8 @@ def vision_trunk(images, backbone: str = "unet", filters: Sequence[int] = (16, 3
             keep only the global average).
         normalization: after each convolution: `"batch"`, `"synchronized"` (batch statistics over all replicas
             under tf.distribute) or `None`.
+        pool_pixels: add the pooled per-pixel features to `pooled`. Only worth it when a per-pixel task trains
+            them: no gradient reaches them from `pooled`.
     """
     if backbone not in BACKBONES:
         raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}.")
@@ -115,13 +118,13 @@ def vision_trunk(images, backbone: str = "unet", filters: Sequence[int] = (16, 3
     # heads what the segmentation heads see (a class present anywhere shows as a high maximum of its features),
     # read-only: with gradients flowing back, the count and box losses swamped the few per-pixel channels and
     # segmentation learned several times slower (training mean IoU 0.06 against 0.35 after two epochs).
-    read_only_pixels = StopGradient(name="pixels_read_only")(pixels)
-    pooled = keras.layers.Concatenate(name="bottleneck_pooled")([
-        keras.layers.GlobalAveragePooling2D(name="bottleneck_average")(bottleneck),
-        keras.layers.GlobalMaxPooling2D(name="bottleneck_maximum")(bottleneck),
-        keras.layers.GlobalAveragePooling2D(name="pixels_average")(read_only_pixels),
-        keras.layers.GlobalMaxPooling2D(name="pixels_maximum")(read_only_pixels),
-    ])
+    summaries = [keras.layers.GlobalAveragePooling2D(name="bottleneck_average")(bottleneck),
+                 keras.layers.GlobalMaxPooling2D(name="bottleneck_maximum")(bottleneck)]
+    if pool_pixels:
+        read_only_pixels = StopGradient(name="pixels_read_only")(pixels)
+        summaries += [keras.layers.GlobalAveragePooling2D(name="pixels_average")(read_only_pixels),
+                      keras.layers.GlobalMaxPooling2D(name="pixels_maximum")(read_only_pixels)]
+    pooled = keras.layers.Concatenate(name="bottleneck_pooled")(summaries)
     if location_channels:
         where = keras.layers.Conv2D(location_channels, 1, activation="relu", name="bottleneck_location")(bottleneck)
         where = keras.layers.Flatten(name="bottleneck_location_flat")(where)
