@@ -201,3 +201,20 @@ def _read_only(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for values in arrays.values():
         values.flags.writeable = False
     return arrays
+
+
+def item_pools(seed: int, source: str = "bundled", path: str | os.PathLike | None = None) -> dict:
+    """`{"train" | "validation" | "test": (images, labels)}`: the items each split of a composed data set may use,
+    so that no item crosses splits. Training and validation items are a stratified 90/10 split (by `seed`) of the
+    Fashion-MNIST training images; test items are its test images.
+
+    >>> {part: len(labels) for part, (_, labels) in item_pools(seed=0).items()}
+    {'train': 10800, 'validation': 1200, 'test': 2000}
+    """
+    from mtl_keras.datasets.splits import stratified_split_indices
+
+    (x_train, y_train), (x_test, y_test) = load_fashion_mnist(source, path)
+    train_items, validation_items = stratified_split_indices(y_train, (0.9, 0.1), seed=seed)
+    return {"train": (x_train[train_items], y_train[train_items]),
+            "validation": (x_train[validation_items], y_train[validation_items]),
+            "test": (x_test, y_test)}

@@ -8,6 +8,7 @@ the class of the bottom-right one (10 classes each).
 Example `i` of a set depends only on `(seed, i)` and the item pool; both items come from the same pool (training
 images for the training and validation sets, test images for the test set), so no item crosses splits.
 
+>>> from mtl_keras.datasets.fashion_mnist import load_fashion_mnist
 >>> (x_train, y_train), _ = load_fashion_mnist()
 >>> images, left, right = make_multifashion(x_train, y_train, num_examples=3, seed=0)
 >>> images.shape, images.dtype, left.shape
@@ -18,9 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mtl_keras.datasets.fashion_mnist import CLASS_NAMES, load_fashion_mnist
+from mtl_keras.datasets.fashion_mnist import CLASS_NAMES, item_pools
 from mtl_keras.datasets.image_ops import resize_bilinear
-from mtl_keras.datasets.splits import Split, Splits, stratified_split_indices
+from mtl_keras.datasets.splits import Split, Splits
 from mtl_keras.seeds import DEFAULT_SEED
 from mtl_keras.tasks import Task
 
@@ -65,15 +66,10 @@ def load_multifashion(num_train: int = 60_000, num_validation: int = 6_000, num_
     Training and validation items come from a stratified 90/10 split (by `seed`) of the Fashion-MNIST training
     images, test items from its test images.
     """
-    (x_train, y_train), (x_test, y_test) = load_fashion_mnist(source, path)
-    train_items, validation_items = stratified_split_indices(y_train, (0.9, 0.1), seed=seed)
-    parts = {
-        "train": (x_train[train_items], y_train[train_items], num_train),
-        "validation": (x_train[validation_items], y_train[validation_items], num_validation),
-        "test": (x_test, y_test, num_test),
-    }
+    counts = {"train": num_train, "validation": num_validation, "test": num_test}
     splits = {}
-    for number, (part, (items, labels, count)) in enumerate(parts.items()):
+    for number, (part, (items, labels)) in enumerate(item_pools(seed, source, path).items()):
+        count = counts[part]
         images, left, right = make_multifashion(items, labels, count, seed=seed * 3 + number)
         splits[part] = Split(images, {"left": left, "right": right})
     return Splits(splits["train"], splits["validation"], splits["test"], multifashion_tasks())

@@ -22,6 +22,7 @@ clutter off (`clutter=False`) leaves the items, masks and labels unchanged. A wh
 
 Example:
 
+>>> from mtl_keras.datasets.fashion_mnist import load_fashion_mnist
 >>> (x_train, y_train), _ = load_fashion_mnist()
 >>> scenes = generate_scenes(x_train, y_train, num_scenes=4, seed=0)
 >>> scenes["image"].shape, scenes["mask"].shape, scenes["presence"].shape, scenes["box"].shape
@@ -36,9 +37,9 @@ import dataclasses
 
 import numpy as np
 
-from mtl_keras.datasets.fashion_mnist import CLASS_NAMES, load_fashion_mnist
+from mtl_keras.datasets.fashion_mnist import CLASS_NAMES, item_pools
 from mtl_keras.datasets.image_ops import resize_bilinear
-from mtl_keras.datasets.splits import Split, Splits, stratified_split_indices
+from mtl_keras.datasets.splits import Split, Splits
 from mtl_keras.seeds import DEFAULT_SEED
 from mtl_keras.tasks import Task
 
@@ -230,15 +231,10 @@ def load_scenes(
     Items never cross splits: test scenes take their items from the Fashion-MNIST test images; training and
     validation scenes from a stratified 90/10 split (by `seed`) of the training images.
     """
-    (x_train, y_train), (x_test, y_test) = load_fashion_mnist(source, path)
-    train_items, validation_items = stratified_split_indices(y_train, (0.9, 0.1), seed=seed)
-    parts = {
-        "train": (x_train[train_items], y_train[train_items], num_train),
-        "validation": (x_train[validation_items], y_train[validation_items], num_validation),
-        "test": (x_test, y_test, num_test),
-    }
+    counts = {"train": num_train, "validation": num_validation, "test": num_test}
     splits = {}
-    for number, (part, (items, labels, count)) in enumerate(parts.items()):
+    for number, (part, (items, labels)) in enumerate(item_pools(seed, source, path).items()):
+        count = counts[part]
         # Each split its own seed, so a test scene never repeats a training scene's layout.
         scenes = generate_scenes(items, labels, count, seed=seed * 3 + number, config=config)
         splits[part] = Split(scenes["image"], {name: scenes[name] for name in ("mask", "presence", "count", "box")})
