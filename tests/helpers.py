@@ -39,3 +39,20 @@ def _assert_outputs_close(expected, actual, atol):
             np.testing.assert_allclose(actual[key], expected[key], atol=atol, err_msg=key)
     else:
         np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), atol=atol)
+
+
+def fit_on_one_device_and_mirrored(build, tasks, dataset, strategy, learning_rate):
+    """Builds the same model twice (the second under `strategy`, with the first's initial weights), fits each for
+    one epoch of `dataset` with SGD, and returns `(initial_weights, single, mirrored)`."""
+    from mtl_keras import compile_multitask
+
+    single = build()
+    initial = single.get_weights()
+    compile_multitask(single, tasks, optimizer=keras.optimizers.SGD(learning_rate))
+    single.fit(dataset, epochs=1, verbose=0)
+    with strategy.scope():
+        mirrored = build()
+        mirrored.set_weights(initial)
+        compile_multitask(mirrored, tasks, optimizer=keras.optimizers.SGD(learning_rate))
+    mirrored.fit(dataset, epochs=1, verbose=0)
+    return initial, single, mirrored

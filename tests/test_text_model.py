@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import assert_model_round_trips
+from helpers import assert_model_round_trips, fit_on_one_device_and_mirrored
 from mtl_keras import InputError, LabelError, build_text_model, compile_multitask, make_text_dataset
 from mtl_keras.export import TEXT_SIGNATURE
 
@@ -124,15 +124,7 @@ def test_text_model_with_mmoe_sharing_trains_on_two_replicas_like_on_one(text_ta
                                 sharing="mmoe", sharing_options={"num_experts": 2, "expert_units": (4,)})
 
     dataset = make_text_dataset(tiny_texts, tiny_labels, text_tasks, batch_size=8)
-    single = build()
-    initial = single.get_weights()
-    compile_multitask(single, text_tasks, optimizer=keras.optimizers.SGD(0.5))
-    single.fit(dataset, epochs=1, verbose=0)
-    with two_replicas.scope():
-        mirrored = build()
-        mirrored.set_weights(initial)
-        compile_multitask(mirrored, text_tasks, optimizer=keras.optimizers.SGD(0.5))
-    mirrored.fit(dataset, epochs=1, verbose=0)
+    initial, single, mirrored = fit_on_one_device_and_mirrored(build, text_tasks, dataset, two_replicas, 0.5)
     assert type(mirrored).__name__ == "MultiTaskModel"
     for after_single, after_mirrored in zip(single.get_weights(), mirrored.get_weights(), strict=True):
         np.testing.assert_allclose(after_mirrored, after_single, atol=2e-5)

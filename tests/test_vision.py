@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 from test_cli import ENV, run_cli
 
-from helpers import assert_model_round_trips
-from mtl_keras import InputError, LabelError, Task, build_vision_model, compile_multitask, compute_metrics
+from helpers import assert_model_round_trips, fit_on_one_device_and_mirrored
+from mtl_keras import InputError, LabelError, Task, build_vision_model, compute_metrics
 from mtl_keras.datasets.fashion_mnist import load_fashion_mnist
 from mtl_keras.datasets.multifashion import compose_pair, load_multifashion, make_multifashion
 from mtl_keras.datasets.pipeline import as_image_array, make_image_dataset
@@ -238,15 +238,7 @@ def test_vision_model_trains_under_mirrored_strategy_like_on_one_device(two_repl
         return build_vision_model(tasks, image_shape=(8, 8, 1), filters=(4, 4), location_channels=2,
                                   normalization="synchronized", dropout=0.0)
 
-    single = build()
-    initial = single.get_weights()
-    compile_multitask(single, tasks, optimizer=keras.optimizers.SGD(0.1))
-    single.fit(dataset, epochs=1, verbose=0)
-    with two_replicas.scope():
-        mirrored = build()
-        mirrored.set_weights(initial)
-        compile_multitask(mirrored, tasks, optimizer=keras.optimizers.SGD(0.1))
-    mirrored.fit(dataset, epochs=1, verbose=0)
+    initial, single, mirrored = fit_on_one_device_and_mirrored(build, tasks, dataset, two_replicas, 0.1)
     trained = [w for w, w0 in zip(single.get_weights(), initial, strict=True) if not np.array_equal(w, w0)]
     assert trained, "one step changed no weight"
     for after_single, after_mirrored in zip(single.get_weights(), mirrored.get_weights(), strict=True):
