@@ -19,7 +19,9 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, input_signat
 
     `input_signature` defaults to a batch of strings (`tf.string[None]`, named `text`) for text models. Given the
     `tasks`, each segmentation task also returns its argmax mask as `<task>_mask` (int32, `(batch, H, W)`), beside
-    its per-class probabilities.
+    its per-class probabilities. A model compiled with a loss weighting also gets a `task_weights` endpoint (no
+    inputs; each task's current weight, e.g. uncertainty weighting's 0.5 exp(-s_t)), and its state variables travel
+    in the SavedModel.
 
     Example (in a shell): `saved_model_cli show --dir RUN/saved_model --all` lists the signature.
     """
@@ -39,6 +41,16 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, input_signat
         return outputs
 
     archive.add_endpoint("serve", serve, input_signature=signature)
+    weighting = getattr(model, "weighting", None)
+    if weighting is not None:
+        archive.track(weighting)
+
+        def task_weights():
+            # Weights that depend on the current losses (FAMO) are shown at equal losses.
+            weights = weighting.task_weights(tf.ones([weighting.num_tasks]), tf.constant(0, tf.int64))
+            return {name: weights[i] for i, name in enumerate(weighting.task_names)}
+
+        archive.add_endpoint("task_weights", task_weights, input_signature=[])
     archive.write_out(str(path), verbose=False)
     return path
 

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from mtl_keras.labels import check_task_names
 from mtl_keras.tasks import Task, as_task_dict
+from mtl_keras.training.model import MultiTaskModel
 
 
 def _model_output_names(model: keras.Model) -> list[str]:
@@ -48,6 +49,8 @@ def compile_multitask(
     loss: Mapping[str, object] | str = "auto",
     metrics: Mapping[str, Sequence] | str = "auto",
     jit_compile: bool | str = "auto",
+    weighting=None,
+    gradient=None,
     **compile_kwargs,
 ) -> keras.Model:
     """Compiles `model` for its tasks and returns it.
@@ -56,6 +59,12 @@ def compile_multitask(
     metrics default to the kind's metrics and are compiled as *weighted* metrics, so they skip missing labels too.
     `loss`, `metrics` and `loss_weights` may override single tasks: `loss={"intensity": "huber"}`.
     Logs then carry `<task>_loss` and `<task>_<metric>` for each task.
+
+    `weighting` (`"static"` by default, `"uncertainty"`, `"gradnorm"`, `"dwa"`, `"rlw"`, `"famo"` or a `Weighting`)
+    and `gradient` (None, `"pcgrad"`, `"cagrad"`, `"mgda"`, `"imtl_g"`, `"nash_mtl"`, `"aligned_mtl"` or a
+    `GradientMethod`) choose how the tasks are balanced; see `mtl_keras.training.weighting` and
+    `mtl_keras.training.gradients`. Logs then also carry `<task>_weight` and, with a gradient method,
+    `cosine_<a>_<b>`.
 
     `jit_compile="auto"` means XLA on GPUs only (on CPUs it slowed small models down).
 
@@ -79,12 +88,20 @@ def compile_multitask(
         tasks[name] = dataclasses.replace(tasks[name], metrics=metric_overrides[name])
     if jit_compile == "auto" and not tf.config.list_physical_devices("GPU"):
         jit_compile = False  # Keras' "auto" would compile with XLA on CPUs too
+    if not isinstance(model, MultiTaskModel):
+        if weighting is not None or gradient is not None:
+            raise TypeError(f"weighting and gradient methods need a MultiTaskModel (what the mtl_keras builders "
+                            f"return); got {type(model).__name__}.")
+        balancing = {}
+    else:
+        balancing = {"weighting": weighting, "gradient": gradient}
     model.compile(
         optimizer=optimizer,
         loss={name: task.build_loss() for name, task in tasks.items()},
         loss_weights=resolve_loss_weights(tasks, loss_weights),
         weighted_metrics={name: task.build_metrics() for name, task in tasks.items()},
         jit_compile=jit_compile,
+        **balancing,
         **compile_kwargs,
     )
     return model

@@ -1,24 +1,38 @@
 """`MultiTaskModel`: the functional Keras model every builder returns.
 
 It is a `keras.Model` built from inputs and dict outputs, as `keras.Model(inputs, outputs)` would be, registered so
-that `.keras` files load back as it. What it adds now is training under tf.distribute with string inputs (raw text,
-categorical columns): before the first step Keras averages one batch over the replicas to build the model's
-metrics, and tf.distribute cannot add strings (`AddN` of string fails). A functional model needs no averaged
-batch, so this model builds from the first replica's part of the batch instead.
+that `.keras` files load back as it. What it adds:
+
+- `compile(..., weighting=..., gradient=...)`: a loss weighting (static by default, uncertainty, GradNorm, DWA, RLW,
+  FAMO) and a gradient method (PCGrad, CAGrad, MGDA-UB, IMTL-G, Nash-MTL, Aligned-MTL), by name or as objects; both
+  travel in the compile config, so a `.keras` file reloads with its method and the method's state (uncertainty's
+  log-variances, GradNorm's weights...). Training then runs `mtl_keras.training.balancing.Balancer`'s step; logs
+  gain `<task>_weight` and, with a gradient method, `cosine_<a>_<b>` (epoch means).
+- training under tf.distribute with string inputs (raw text, categorical columns): before the first step Keras
+  averages one batch over the replicas to build the model's metrics, and tf.distribute cannot add strings (`AddN` of
+  string fails). A functional model needs no averaged batch, so this model builds from the first replica's part.
 
 Example:
 
 >>> import keras
 >>> inputs = keras.Input((3,))
->>> model = MultiTaskModel(inputs, {"task": keras.layers.Dense(1, name="task")(inputs)})
->>> type(model).__name__, sorted(model.output)
-('MultiTaskModel', ['task'])
+>>> model = MultiTaskModel(inputs, {"a": keras.layers.Dense(1, name="a")(inputs),
+...                                 "b": keras.layers.Dense(1, name="b")(inputs)})
+>>> model.compile("sgd", loss={"a": "mse", "b": "mse"}, weighting="uncertainty", gradient="pcgrad")
+>>> type(model.weighting).__name__, type(model.gradient_method).__name__
+('UncertaintyWeighting', 'PCGrad')
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import keras
 import tensorflow as tf
+
+from mtl_keras.training.balancing import Balancer, BalancingMonitor
+from mtl_keras.training.gradients import get_gradient_method
+from mtl_keras.training.weighting import get_weighting
 
 
 def _first_replica(value):
@@ -27,9 +41,69 @@ def _first_replica(value):
     return value
 
 
+class EpochHooks(keras.callbacks.Callback):
+    """Calls the weighting's epoch-level update (DWA) and restarts the epoch means of the balancing logs."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if getattr(self.model, "_balancer", None) is not None:
+            self.model.balancing_monitor.reset()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if getattr(self.model, "_balancer", None) is not None:
+            self.model.weighting.on_epoch_end()
+
+
 @keras.saving.register_keras_serializable(package="mtl_keras")
 class MultiTaskModel(keras.Model):
     """A functional multi-task model: one named output per task."""
+
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, *args, weighting=None, gradient=None,
+                **kwargs):
+        super().compile(optimizer, loss, loss_weights, *args, **kwargs)
+        self._balancer = None
+        for name in ("weighting", "balancing_monitor"):
+            self._forget_layer(getattr(self, name, None))
+        if loss is None:
+            self.weighting = self.gradient_method = None
+            return
+        task_names = list(self.output)
+        losses = dict(loss) if isinstance(loss, Mapping) else {name: loss for name in task_names}
+        static = dict(loss_weights) if isinstance(loss_weights, Mapping) else {}
+        self.weighting = get_weighting(weighting)
+        self.weighting.build_for_tasks(task_names, [float(static.get(name, 1.0)) for name in task_names])
+        self.gradient_method = get_gradient_method(gradient)
+        self.balancing_monitor = BalancingMonitor(name="balancing_monitor")
+        self.balancing_monitor.build_for_tasks(task_names)
+        self._balancer = Balancer(self, losses, static, self.weighting, self.gradient_method,
+                                  self.balancing_monitor)
+        self._compile_config.config.update(weighting=self.weighting, gradient=self.gradient_method)
+
+    def _forget_layer(self, layer):
+        # A recompiled model must not keep training (or saving) the previous weighting's variables.
+        if layer is not None and layer in self._layers:
+            self._layers.remove(layer)
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def train_step(self, data):
+        if getattr(self, "_balancer", None) is None:
+            return super().train_step(data)
+        return self._balancer.train_step(self, data)
+
+    def test_step(self, data):
+        if getattr(self, "_balancer", None) is None:
+            return super().test_step(data)
+        return self._balancer.test_step(self, data)
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        callbacks = list(callbacks or [])
+        if getattr(self, "_balancer", None) is not None:
+            callbacks.insert(0, EpochHooks())
+        return super().fit(*args, callbacks=callbacks, **kwargs)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras (3.x, TF backend) reduces the first distributed batch with "MEAN" here, which fails on strings.

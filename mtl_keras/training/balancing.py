@@ -1,0 +1,319 @@
+"""The multi-task training step: per-task losses, a loss weighting and a gradient method, under tf.distribute.
+
+One step:
+
+1. forward pass; each task's loss is the *global* masked mean: the sum of its per-example losses on this replica
+   divided by the number of labelled examples on *all* replicas (all-reduced), so that the optimizer's sum over
+   replicas gives exactly the loss of the whole batch, however unevenly labels are missing across replicas;
+2. the weighting turns the global per-task losses (all-reduced, identical on every replica) into weights;
+   extra terms (regularisers, add_loss, the weighting's penalty) are divided by the replica count: counted once;
+3. without a gradient method: one backward pass of sum_t w_t L_t, as plain Keras would;
+   with one, in parameter space: T backward passes, the shared-parameter gradients all-reduced once, combined by
+   the method (from their Gram matrix), divided by the replica count because the optimizer sums over replicas
+   again; the heads keep their own gradients (sum_t of each task's, summed by the optimizer as usual);
+   in representation space (MGDA-UB): T backward passes through the heads to the shared representation, the Gram
+   matrix all-reduced, then one backward pass of sum_t alpha_t w_t L_t for the shared weights;
+4. mixed precision: each backward pass runs on the scaled loss, gradients are unscaled before any norm or Gram
+   matrix and scaled back for the optimizer, so a LossScaleOptimizer still checks them and skips non-finite steps;
+   a non-finite gradient in any task makes the whole update non-finite.
+
+The shared parameters are found by gradient connectivity: a variable that two or more tasks' losses reach.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import keras
+import tensorflow as tf
+
+from mtl_keras.losses import MaskedLoss
+from mtl_keras.training.gradients import GradientMethod, gradient_cosines
+from mtl_keras.training.task_graph import last_shared_layers, shared_representation
+from mtl_keras.training.weighting import Weighting
+
+SUM = tf.distribute.ReduceOp.SUM
+
+
+@keras.saving.register_keras_serializable(package="mtl_keras")
+class BalancingMonitor(keras.layers.Layer):
+    """Per-epoch means of the task weights and of the pairwise gradient cosines, for the training logs."""
+
+    def build_for_tasks(self, task_names):
+        self.task_names = list(task_names)
+        count = len(self.task_names)
+        options = {"trainable": False, "aggregation": "only_first_replica", "initializer": "zeros"}
+        self.weight_sum = self.add_weight(name="weight_sum", shape=(count,), **options)
+        self.cosine_sum = self.add_weight(name="cosine_sum", shape=(count, count), **options)
+        self.steps = self.add_weight(name="steps", shape=(), **options)
+        self.cosine_steps = self.add_weight(name="cosine_steps", shape=(), **options)
+        self.built = True
+
+    def record(self, weights, cosines=None):
+        self.weight_sum.assign_add(tf.cast(weights, tf.float32))
+        self.steps.assign_add(1.0)
+        if cosines is not None:
+            self.cosine_sum.assign_add(cosines)
+            self.cosine_steps.assign_add(1.0)
+
+    def reset(self):
+        for variable in (self.weight_sum, self.cosine_sum, self.steps, self.cosine_steps):
+            variable.assign(tf.zeros_like(variable))
+
+    def logs(self, with_cosines: bool) -> dict[str, tf.Tensor]:
+        weights = tf.math.divide_no_nan(tf.convert_to_tensor(self.weight_sum), self.steps)
+        logs = {f"{name}_weight": weights[i] for i, name in enumerate(self.task_names)}
+        if with_cosines:
+            cosines = tf.math.divide_no_nan(tf.convert_to_tensor(self.cosine_sum), self.cosine_steps)
+            for i, first in enumerate(self.task_names):
+                for j in range(i + 1, len(self.task_names)):
+                    logs[f"cosine_{first}_{self.task_names[j]}"] = cosines[i, j]
+        return logs
+
+    def call(self, inputs):
+        return inputs
+
+
+def as_masked_loss(loss) -> MaskedLoss:
+    return loss if isinstance(loss, MaskedLoss) else MaskedLoss(loss)
+
+
+class _Holder:
+    """Keeps an object out of Keras' attribute tracking (a helper model sharing the main model's layers)."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+class Balancer:
+    """Runs the training and evaluation steps of a compiled `MultiTaskModel` (see the module docstring)."""
+
+    def __init__(self, model: keras.Model, losses: Mapping[str, object], loss_weights: Mapping[str, float],
+                 weighting: Weighting, gradient: GradientMethod | None, monitor: BalancingMonitor):
+        self.task_names = list(model.output)
+        self.losses = {name: as_masked_loss(losses[name]) for name in self.task_names}
+        self.loss_weights = tf.constant([float(loss_weights.get(name, 1.0)) for name in self.task_names])
+        self.weighting, self.gradient, self.monitor = weighting, gradient, monitor
+        self._representation = _Holder(None)
+        if gradient is not None and gradient.space == "representation":
+            frontier = shared_representation(model)
+            if not frontier:
+                raise ValueError(f"{gradient!r} needs a shared representation, and model {model.name!r} has none "
+                                 f"(no tensor feeds two tasks' heads); use space='parameters'.")
+            self._representation.value = keras.Model(model.input, {"outputs": model.output,
+                                                                   "representation": frontier})
+        self._norm_variables = _Holder(self._find_norm_variables(model) if weighting.needs_gradient_norms else [])
+
+    def _find_norm_variables(self, model):
+        names = getattr(self.weighting, "layers", None)
+        layers = [model.get_layer(name) for name in names] if names else last_shared_layers(model)
+        variables = [v for layer in layers for v in layer.trainable_variables]
+        if not variables:
+            raise ValueError(f"{type(self.weighting).__name__} needs shared layers with trainable weights to take "
+                             f"gradient norms on; none found in model {model.name!r} (pass layers=[...]).")
+        return variables
+
+    # --- losses ---------------------------------------------------------------------------------------------------
+    def task_losses(self, y, y_pred, sample_weight, context) -> list[tf.Tensor]:
+        """This replica's share of each task's global masked-mean loss, one scalar per task.
+
+        A list, not a stacked tensor: a slice of a stack would connect every task's loss to every head, and the
+        shared parameters are found by which variables each task's loss reaches.
+        """
+        sums, counts = [], []
+        for name in self.task_names:
+            values = tf.reshape(tf.cast(self.losses[name].call(y[name], y_pred[name]), tf.float32), [-1])
+            weights = _task_weight(sample_weight, name, values)
+            sums.append(tf.reduce_sum(values * weights))
+            counts.append(tf.reduce_sum(weights))
+        counts = tf.unstack(context.all_reduce(SUM, tf.stack(counts)))
+        return [tf.math.divide_no_nan(total, count) for total, count in zip(sums, counts, strict=True)]
+
+    def _forward(self, model, x, training):
+        if self._representation.value is None:
+            return model(x, training=training), []
+        result = self._representation.value(x, training=training)
+        return result["outputs"], list(result["representation"])
+
+    # --- steps ----------------------------------------------------------------------------------------------------
+    def train_step(self, model, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync
+        optimizer = model.optimizer
+        step = optimizer.iterations
+        scale = tf.cast(optimizer.scale_loss(tf.constant(1.0)), tf.float32)
+        with tf.GradientTape(persistent=self.gradient is not None or self.weighting.needs_gradient_norms) as tape:
+            y_pred, representation = self._forward(model, x, training=True)
+            losses = self.task_losses(y, y_pred, sample_weight, context)
+            global_losses = context.all_reduce(SUM, tf.stop_gradient(tf.stack(losses)))
+            weights = tf.cast(self.weighting.task_weights(global_losses, step), tf.float32)
+            weighted = [weights[t] * loss for t, loss in enumerate(losses)]
+            extra = (tf.cast(self.weighting.penalty(), tf.float32) + _regularization(model)) / replicas
+            total = tf.add_n(weighted) + extra
+            scaled_total = total * scale
+            scaled_extra = extra * scale
+            scaled_tasks = [loss * scale for loss in weighted]
+        variables = list(model.trainable_variables)
+        cosines = None
+        if self.gradient is None:
+            gradients = tape.gradient(scaled_total, variables)
+            task_gradients = None
+        elif self.gradient.space == "parameters":
+            gradients, task_gradients, cosines = self._parameter_space(tape, scaled_tasks, scaled_total,
+                                                                       scaled_extra, variables, scale, step, context)
+        else:
+            gradients, task_gradients, cosines = self._representation_space(
+                tape, scaled_tasks, scaled_total, scaled_extra, representation, variables, scale, step, context)
+        norms = None
+        if self.weighting.needs_gradient_norms:
+            norms = self._gradient_norms(tape, scaled_tasks, variables, task_gradients, scale, context)
+        del tape
+        optimizer.apply_gradients([(g, v) for g, v in zip(gradients, variables, strict=True) if g is not None])
+        self.weighting.update(global_losses, step, norms)
+        self.monitor.record(weights, cosines)
+        self._track_losses(model, total, tf.stack(losses), replicas, x, y, y_pred)
+        logs = model.compute_metrics(x, y, y_pred, sample_weight)
+        return {**logs, **self.monitor.logs(with_cosines=self.gradient is not None)}
+
+    def test_step(self, model, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        context = tf.distribute.get_replica_context()
+        y_pred = model(x, training=False)
+        losses = tf.stack(self.task_losses(y, y_pred, sample_weight, context))
+        # The compiled (static) weights: a validation loss comparable from epoch to epoch whatever the method.
+        total = tf.reduce_sum(self.loss_weights * losses) + _regularization(model) / context.num_replicas_in_sync
+        self._track_losses(model, total, losses, context.num_replicas_in_sync, x, y, y_pred)
+        return model.compute_metrics(x, y, y_pred, sample_weight)
+
+    # --- gradient methods -----------------------------------------------------------------------------------------
+    def _partition(self, task_gradients, variables):
+        """Indices of shared variables (reached by 2+ tasks), task-own ones (1 task) and the rest."""
+        own_weighting = {id(v) for v in self.weighting.trainable_variables}
+        shared, own, other = [], [], []
+        for i, variable in enumerate(variables):
+            reached = sum(gradients[i] is not None for gradients in task_gradients)
+            if id(variable) in own_weighting or reached == 0:
+                other.append(i)
+            elif reached == 1:
+                own.append(i)
+            else:
+                shared.append(i)
+        return shared, own, other
+
+    def _combine(self, gram, step):
+        alpha = tf.stop_gradient(tf.cast(self.gradient.coefficients(gram, step), tf.float32))
+        return alpha, gradient_cosines(gram)
+
+    def _parameter_space(self, tape, scaled_tasks, scaled_total, scaled_extra, variables, scale, step, context):
+        task_gradients = [tape.gradient(target, variables) for target in scaled_tasks]
+        shared, own, other = self._partition(task_gradients, variables)
+        gradients = [None] * len(variables)
+        if shared:
+            flat = tf.stack([_flatten([g[i] for i in shared], [variables[i] for i in shared])
+                             for g in task_gradients]) / scale
+            flat = context.all_reduce(SUM, flat)
+            gram = tf.matmul(flat, flat, transpose_b=True)
+            alpha, cosines = self._combine(gram, step)
+            combined = tf.linalg.matvec(flat, alpha, transpose_a=True)
+            finite = tf.reduce_all(tf.math.is_finite(flat))
+            combined = tf.where(finite, combined, tf.reduce_sum(flat, axis=0))
+            # The optimizer sums over replicas again: hand each replica its share of the combined update.
+            combined = combined * scale / context.num_replicas_in_sync
+            for i, piece in zip(shared, _unflatten(combined, [variables[i] for i in shared]), strict=True):
+                gradients[i] = piece
+        else:
+            cosines = tf.zeros([len(scaled_tasks)] * 2)
+        for i in own:
+            gradients[i] = tf.add_n([g[i] for g in task_gradients if g[i] is not None])
+        self._add_extra(tape, scaled_extra, variables, gradients, shared + own)
+        if other:
+            for i, gradient in zip(other, tape.gradient(scaled_total, [variables[i] for i in other]), strict=True):
+                gradients[i] = gradient
+        return gradients, task_gradients, cosines
+
+    def _representation_space(self, tape, scaled_tasks, scaled_total, scaled_extra, representation, variables,
+                              scale, step, context):
+        task_gradients = [tape.gradient(target, variables) for target in scaled_tasks]  # connectivity only
+        shared, own, other = self._partition(task_gradients, variables)
+        flat = tf.stack([_flatten(tape.gradient(target, representation), representation)
+                         for target in scaled_tasks]) / scale
+        gram = context.all_reduce(SUM, tf.matmul(flat, flat, transpose_b=True))
+        alpha, cosines = self._combine(gram, step)
+        finite = tf.reduce_all(tf.math.is_finite(gram))
+        alpha = tf.where(finite, alpha, tf.fill(tf.shape(alpha), float("nan")))
+        gradients = [None] * len(variables)
+        # One backward pass of sum_t alpha_t (w_t L_t) for the shared weights (targets weighted by output_gradients,
+        # since the tape stopped recording), one through the heads for their own unweighted gradients.
+        combined = tape.gradient(scaled_tasks, [variables[i] for i in shared], output_gradients=tf.unstack(alpha))
+        for i, gradient in zip(shared, combined, strict=True):
+            gradients[i] = gradient
+        for i, gradient in zip(own, tape.gradient(scaled_tasks, [variables[i] for i in own]), strict=True):
+            gradients[i] = gradient
+        self._add_extra(tape, scaled_extra, variables, gradients, shared + own)
+        if other:
+            for i, gradient in zip(other, tape.gradient(scaled_total, [variables[i] for i in other]), strict=True):
+                gradients[i] = gradient
+        return gradients, None, cosines
+
+    @staticmethod
+    def _add_extra(tape, scaled_extra, variables, gradients, indices):
+        """Adds the gradients of regularisers and add_loss terms, which no gradient method should reshape."""
+        if not indices:
+            return
+        for i, gradient in zip(indices, tape.gradient(scaled_extra, [variables[i] for i in indices]), strict=True):
+            if gradient is not None:
+                gradients[i] = gradient if gradients[i] is None else gradients[i] + gradient
+
+    def _gradient_norms(self, tape, scaled_tasks, variables, task_gradients, scale, context):
+        chosen = self._norm_variables.value
+        if task_gradients is not None:
+            index = {id(v): i for i, v in enumerate(variables)}
+            per_task = [[g[index[id(v)]] for v in chosen] for g in task_gradients]
+        else:
+            per_task = [tape.gradient(target, chosen) for target in scaled_tasks]
+        flat = context.all_reduce(SUM, tf.stack([_flatten(g, chosen) for g in per_task]) / scale)
+        return tf.norm(flat, axis=1)
+
+    # --- logs -----------------------------------------------------------------------------------------------------
+    def _track_losses(self, model, total, losses, replicas, x, y, y_pred):
+        compile_loss = getattr(model, "_compile_loss", None)
+        if compile_loss is not None and not compile_loss.built:
+            compile_loss.build(y, y_pred)  # creates the `<task>_loss` trackers, as Keras' own step would
+        batch = tf.shape(tf.nest.flatten(x)[0])[0]
+        model._loss_tracker.update_state(total * replicas, sample_weight=batch)
+        trackers = {metric.name: metric for metric in getattr(model._compile_loss, "metrics", [])}
+        for t, name in enumerate(self.task_names):
+            if f"{name}_loss" in trackers:
+                trackers[f"{name}_loss"].update_state(losses[t] * replicas, sample_weight=batch)
+
+
+def _task_weight(sample_weight, name, values):
+    if sample_weight is None:
+        return tf.ones_like(values)
+    weights = sample_weight[name] if isinstance(sample_weight, Mapping) else sample_weight
+    if weights is None:
+        return tf.ones_like(values)
+    return tf.reshape(tf.cast(weights, tf.float32), [-1])
+
+
+def _regularization(model) -> tf.Tensor:
+    terms = [tf.cast(tf.reduce_sum(term), tf.float32) for term in model.losses]
+    return tf.add_n(terms) if terms else tf.constant(0.0)
+
+
+def _flatten(gradients, variables) -> tf.Tensor:
+    return tf.concat([tf.reshape(tf.zeros(v.shape, tf.float32) if g is None else tf.cast(g, tf.float32), [-1])
+                      for g, v in zip(gradients, variables, strict=True)], axis=0)
+
+
+def _unflatten(vector, variables) -> list[tf.Tensor]:
+    pieces = tf.split(vector, [_size(v.shape) for v in variables])
+    return [tf.cast(tf.reshape(piece, v.shape), v.dtype) for piece, v in zip(pieces, variables, strict=True)]
+
+
+def _size(shape) -> int:
+    size = 1
+    for dimension in shape:
+        size *= int(dimension)
+    return size

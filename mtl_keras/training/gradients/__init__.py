@@ -1,0 +1,28 @@
+"""Gradient methods: how per-task gradients on the shared parameters combine into one update (one per file)."""
+
+from __future__ import annotations
+
+from mtl_keras.training.gradients.aligned_mtl import AlignedMTL
+from mtl_keras.training.gradients.base import GradientMethod, gradient_cosines
+from mtl_keras.training.gradients.cagrad import CAGrad
+from mtl_keras.training.gradients.imtl_g import IMTLG
+from mtl_keras.training.gradients.mgda import MGDA
+from mtl_keras.training.gradients.nash_mtl import NashMTL
+from mtl_keras.training.gradients.pcgrad import PCGrad
+
+GRADIENT_METHODS = {cls.name: cls for cls in (PCGrad, CAGrad, MGDA, IMTLG, NashMTL, AlignedMTL)}
+
+
+def get_gradient_method(method, **options) -> GradientMethod | None:
+    """A gradient method from its name (`"pcgrad"`, built with `options`), an instance, or None (plain summed
+    gradients)."""
+    if method is None or isinstance(method, GradientMethod):
+        return method
+    if isinstance(method, str) and method.lower() in GRADIENT_METHODS:
+        return GRADIENT_METHODS[method.lower()](**options)
+    raise ValueError(f"Unknown gradient method {method!r}; expected one of {sorted(GRADIENT_METHODS)} or a "
+                     f"GradientMethod instance.")
+
+
+__all__ = ["GRADIENT_METHODS", "AlignedMTL", "CAGrad", "GradientMethod", "IMTLG", "MGDA", "NashMTL", "PCGrad",
+           "get_gradient_method", "gradient_cosines"]

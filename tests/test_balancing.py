@@ -1,0 +1,246 @@
+"""The multi-task training step: each method's update on a model small enough to compute it by hand, on one device
+and on two replicas, with missing labels, mixed-precision loss scaling, logs, TensorBoard and save/load."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtl_keras.training.model import MultiTaskModel
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(8, 3)).astype(np.float32)
+_TARGET = RNG.normal(size=(8, 1)).astype(np.float32)
+Y = {"a": _TARGET, "b": -_TARGET}  # with these heads, the two tasks' gradients on the trunk conflict
+W0 = RNG.normal(size=(3, 2)).astype(np.float32) * 0.7
+HEADS0 = {"a": np.array([[1.0], [-0.5]], np.float32), "b": np.array([[0.8], [0.6]], np.float32)}
+LR = 0.1
+
+
+def _linear_model(model_class=MultiTaskModel) -> keras.Model:
+    """x -> shared linear trunk (3 -> 2) -> two linear heads a, b; no biases, so every gradient is a formula."""
+    inputs = keras.Input((3,))
+    trunk = keras.layers.Dense(2, use_bias=False, name="trunk")(inputs)
+    outputs = {name: keras.layers.Dense(1, use_bias=False, name=name)(trunk) for name in ("a", "b")}
+    model = model_class(inputs, outputs)
+    model.get_layer("trunk").kernel.assign(W0)
+    for name in ("a", "b"):
+        model.get_layer(name).kernel.assign(HEADS0[name])
+    return model
+
+
+def _compiled(weighting=None, gradient=None, optimizer=None, model_class=MultiTaskModel):
+    model = _linear_model(model_class)
+    options = {"weighting": weighting, "gradient": gradient} if model_class is MultiTaskModel else {}
+    model.compile(optimizer or keras.optimizers.SGD(LR), loss={"a": "mse", "b": "mse"}, **options)
+    return model
+
+
+def _one_step(model, weights=None):
+    model.fit(X, Y, sample_weight=weights, batch_size=len(X), epochs=1, shuffle=False, verbose=0)
+    return model
+
+
+def _hand_gradients(weights=None):
+    """Per-task gradients of the masked-mean MSE: on the trunk kernel, on each head and on the representation."""
+    weights = weights or {"a": np.ones(8, np.float32), "b": np.ones(8, np.float32)}
+    z = X @ W0
+    trunk, heads, representation, losses = {}, {}, {}, {}
+    for name in ("a", "b"):
+        residual = (z @ HEADS0[name] - Y[name])[:, 0] * weights[name]
+        count = weights[name].sum()
+        losses[name] = float(np.sum(residual * (z @ HEADS0[name] - Y[name])[:, 0]) / count)
+        d_output = 2 * residual[:, None] / count  # dL/d prediction
+        representation[name] = d_output @ HEADS0[name].T  # dL/dz
+        trunk[name] = X.T @ representation[name]
+        heads[name] = z.T @ d_output
+    return trunk, heads, representation, losses
+
+
+def _assert_kernels(model, trunk, heads, atol=1e-5):
+    np.testing.assert_allclose(model.get_layer("trunk").kernel.numpy(), trunk, atol=atol)
+    for name in ("a", "b"):
+        np.testing.assert_allclose(model.get_layer(name).kernel.numpy(), heads[name], atol=atol)
+
+
+def test_static_step_matches_plain_keras_with_loss_weights():
+    plain = _linear_model(keras.Model)
+    plain.compile(keras.optimizers.SGD(LR), loss={"a": "mse", "b": "mse"}, loss_weights={"a": 1.0, "b": 0.5})
+    ours = _linear_model()
+    ours.compile(keras.optimizers.SGD(LR), loss={"a": "mse", "b": "mse"}, loss_weights={"a": 1.0, "b": 0.5})
+    _one_step(plain), _one_step(ours)
+    for expected, actual in zip(plain.trainable_weights, ours.trainable_weights, strict=True):
+        np.testing.assert_allclose(actual.numpy(), expected.numpy(), atol=1e-6)
+
+
+def test_static_step_by_hand_with_missing_labels():
+    weights = {"a": np.array([1, 1, 0, 1, 0, 1, 1, 1], np.float32), "b": np.array([0, 0, 0, 1, 1, 0, 0, 0], np.float32)}
+    trunk, heads, _, _ = _hand_gradients(weights)
+    model = _one_step(_compiled(), weights)
+    _assert_kernels(model, W0 - LR * (trunk["a"] + trunk["b"]),
+                    {name: HEADS0[name] - LR * heads[name] for name in heads})
+
+
+def test_pcgrad_step_by_hand():
+    trunk, heads, _, _ = _hand_gradients()
+    g_a, g_b = trunk["a"].ravel(), trunk["b"].ravel()
+    combined = g_a + g_b
+    if g_a @ g_b < 0:  # with two tasks the order does not matter
+        combined = (g_a - (g_a @ g_b) / (g_b @ g_b) * g_b) + (g_b - (g_b @ g_a) / (g_a @ g_a) * g_a)
+    model = _one_step(_compiled(gradient="pcgrad"))
+    _assert_kernels(model, W0 - LR * combined.reshape(W0.shape),
+                    {name: HEADS0[name] - LR * heads[name] for name in heads})
+    assert g_a @ g_b < 0, "the fixture should make the two tasks conflict"
+
+
+def test_mgda_ub_step_by_hand():
+    trunk, heads, representation, _ = _hand_gradients()
+    z_a, z_b = representation["a"].ravel(), representation["b"].ravel()
+    alpha_a = float(np.clip((z_b - z_a) @ z_b / ((z_a - z_b) @ (z_a - z_b)), 0, 1))  # two-task min-norm point
+    assert 0.05 < alpha_a < 0.95, "the fixture should give an interior min-norm point"
+    model = _one_step(_compiled(gradient="mgda"))
+    _assert_kernels(model, W0 - LR * (alpha_a * trunk["a"] + (1 - alpha_a) * trunk["b"]),
+                    {name: HEADS0[name] - LR * heads[name] for name in heads})  # heads keep their own gradients
+
+
+def test_uncertainty_step_by_hand():
+    trunk, heads, _, losses = _hand_gradients()
+    model = _one_step(_compiled(weighting="uncertainty"))
+    weight = 0.5  # 0.5 exp(-0)
+    _assert_kernels(model, W0 - LR * weight * (trunk["a"] + trunk["b"]),
+                    {name: HEADS0[name] - LR * weight * heads[name] for name in heads})
+    expected = [-LR * (0.5 - 0.5 * losses[name]) for name in ("a", "b")]
+    np.testing.assert_allclose(model.weighting.log_variance.numpy(), expected, rtol=1e-5)
+
+
+def test_gradnorm_norms_are_taken_on_the_last_shared_layer():
+    trunk, _, _, losses = _hand_gradients()
+    model = _compiled(weighting=keras.saving.deserialize_keras_object(
+        {"class_name": "GradNorm", "config": {"alpha": 1.0, "learning_rate": 0.1, "initial_steps": 1},
+         "registered_name": "mtl_keras>GradNorm", "module": None}))
+    recorded = []
+    original = model.weighting.update
+
+    def spy(losses_, step, norms):
+        recorded.append(norms)
+        return original(losses_, step, norms)
+
+    model.weighting.update = spy
+    model.run_eagerly = True
+    _one_step(model)
+    np.testing.assert_allclose(recorded[0].numpy(), [np.linalg.norm(trunk["a"]), np.linalg.norm(trunk["b"])],
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("weighting,gradient", [
+    (None, None), ("uncertainty", None), ("gradnorm", None), (None, "pcgrad"), (None, "mgda"), ("dwa", "cagrad")])
+def test_two_replicas_give_the_same_update_as_one_device(two_replicas, weighting, gradient):
+    # Labels of task b are missing unevenly: 1 of 4 on the first replica's half, 3 of 4 on the second's.
+    sample_weight = {"a": np.ones(8, np.float32), "b": np.array([1, 0, 0, 0, 1, 1, 1, 0], np.float32)}
+    dataset = tf.data.Dataset.from_tensor_slices((X, Y, sample_weight)).batch(8).repeat(2)
+    single = _compiled(weighting, gradient)
+    single.fit(dataset, epochs=1, verbose=0)
+    with two_replicas.scope():
+        mirrored = _compiled(weighting, gradient)
+    mirrored.fit(dataset, epochs=1, verbose=0)
+    for variable, expected in zip(mirrored.weights, single.weights, strict=True):
+        np.testing.assert_allclose(variable.numpy(), expected.numpy(), atol=2e-6, err_msg=variable.path)
+    changed = [not np.allclose(v.numpy(), initial) for v, initial in zip(single.weights[:1], [W0], strict=True)]
+    assert all(changed)
+
+
+def test_loss_scaling_leaves_the_update_unchanged_and_skips_non_finite_steps():
+    plain = _one_step(_compiled(gradient="pcgrad"))
+    scaled = _one_step(_compiled(gradient="pcgrad", optimizer=keras.optimizers.LossScaleOptimizer(
+        keras.optimizers.SGD(LR), initial_scale=2.0**10)))
+    for expected, actual in zip(plain.get_weights(), scaled.get_weights(), strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(LR), initial_scale=2.0**10)
+    model = _compiled(gradient="mgda", optimizer=optimizer)
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    labels = {"a": Y["a"], "b": np.full_like(Y["b"], 1e30)}  # task b's loss and gradient overflow
+    model.fit(X, labels, batch_size=8, epochs=1, verbose=0)
+    for expected, actual in zip(before, model.trainable_weights, strict=True):
+        np.testing.assert_array_equal(actual.numpy(), expected)  # the step was skipped
+    assert float(optimizer.dynamic_scale.numpy()) == 2.0**9
+
+
+def test_logs_history_and_tensorboard_carry_weights_and_cosines(tmp_path):
+    model = _compiled(weighting="uncertainty", gradient="pcgrad")
+    history = model.fit(X, Y, batch_size=4, epochs=2, verbose=0,
+                        callbacks=[keras.callbacks.TensorBoard(tmp_path / "logs")])
+    assert {"a_weight", "b_weight", "cosine_a_b", "a_loss", "b_loss"} <= set(history.history)
+    trunk, _, _, _ = _hand_gradients()
+    assert np.sign(history.history["cosine_a_b"][0]) == np.sign(trunk["a"].ravel() @ trunk["b"].ravel())
+    assert 0.4 < history.history["a_weight"][0] < 0.6  # 0.5 exp(-s), s near 0 after a few steps
+    tags = set()
+    for path in (tmp_path / "logs" / "train").glob("events*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags.update(value.tag for value in event.summary.value)
+    assert {"epoch_a_weight", "epoch_cosine_a_b"} <= tags
+    evaluation = model.evaluate(X, Y, verbose=0, return_dict=True)
+    assert "a_weight" not in evaluation and "a_loss" in evaluation
+
+
+def test_saved_model_and_keras_file_keep_the_method_and_its_state(tmp_path):
+    model = _compiled(weighting="uncertainty", gradient="pcgrad")
+    model.fit(X, Y, batch_size=4, epochs=2, verbose=0)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert type(loaded.weighting).__name__ == "UncertaintyWeighting"
+    assert type(loaded.gradient_method).__name__ == "PCGrad"
+    np.testing.assert_array_equal(loaded.weighting.log_variance.numpy(), model.weighting.log_variance.numpy())
+    loaded.fit(X, Y, batch_size=4, epochs=1, verbose=0)  # and it trains on
+
+    from mtl_keras.export import export_saved_model, load_saved_model
+
+    export_saved_model(model, tmp_path / "saved", [tf.TensorSpec((None, 3), tf.float32)])
+    served = load_saved_model(tmp_path / "saved")
+    names = {variable.name for variable in served.variables}
+    assert any("log_variance" in name for name in names)
+    np.testing.assert_allclose(served.task_weights()["a"].numpy(),
+                               0.5 * np.exp(-model.weighting.log_variance.numpy()[0]), rtol=1e-6)
+
+
+def test_recompiling_replaces_the_weighting_state():
+    model = _compiled(weighting="uncertainty")
+    assert any("log_variance" in v.path for v in model.trainable_variables)
+    model.compile(keras.optimizers.SGD(LR), loss={"a": "mse", "b": "mse"}, weighting="static")
+    assert not any("log_variance" in v.path for v in model.weights)
+
+
+def test_representation_methods_need_a_shared_representation():
+    inputs = keras.Input((3,))
+    model = MultiTaskModel(inputs, {"a": keras.layers.Dense(1, name="a")(inputs),
+                                    "b": keras.layers.Dense(1, name="b")(inputs)})
+    with pytest.raises(ValueError, match="needs a shared representation"):
+        model.compile("sgd", loss={"a": "mse", "b": "mse"}, gradient="mgda")
+
+
+def test_regularisers_count_once_under_two_replicas(two_replicas):
+    def build():
+        inputs = keras.Input((3,))
+        trunk = keras.layers.Dense(2, use_bias=False, name="trunk", kernel_regularizer=keras.regularizers.L2(0.5),
+                                   kernel_initializer=keras.initializers.Constant(W0))(inputs)
+        outputs = {name: keras.layers.Dense(1, use_bias=False, name=name,
+                                            kernel_initializer=keras.initializers.Constant(HEADS0[name]))(trunk)
+                   for name in ("a", "b")}
+        model = MultiTaskModel(inputs, outputs)
+        model.compile(keras.optimizers.SGD(LR), loss={"a": "mse", "b": "mse"}, gradient="pcgrad")
+        return model
+
+    dataset = tf.data.Dataset.from_tensor_slices((X, Y)).batch(8)
+    single = build()
+    single.fit(dataset, epochs=1, verbose=0)
+    with two_replicas.scope():
+        mirrored = build()
+    mirrored.fit(dataset, epochs=1, verbose=0)
+    np.testing.assert_allclose(mirrored.get_layer("trunk").kernel.numpy(), single.get_layer("trunk").kernel.numpy(),
+                               atol=2e-6)
+    trunk, _, _, _ = _hand_gradients()
+    g_a, g_b = trunk["a"].ravel(), trunk["b"].ravel()
+    combined = (g_a - (g_a @ g_b) / (g_b @ g_b) * g_b) + (g_b - (g_b @ g_a) / (g_a @ g_a) * g_a)
+    expected = W0 - LR * (combined.reshape(W0.shape) + 2 * 0.5 * W0)  # d/dW 0.5 ||W||^2 = W, added unprojected
+    np.testing.assert_allclose(single.get_layer("trunk").kernel.numpy(), expected, atol=1e-5)
