@@ -57,11 +57,22 @@ def _add_sharing_options(parser: argparse.ArgumentParser, default: str) -> None:
 
 def _add_training_options(parser: argparse.ArgumentParser, data_help: str, examples: str) -> None:
     """The options every training job takes."""
+    from mtl_keras.training.gradients import GRADIENT_METHODS
+    from mtl_keras.training.weighting import WEIGHTINGS
+
     parser.add_argument("--epochs", type=int, default=None, help="most epochs (early stopping on validation loss)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--loss-weight", type=_loss_weight, action="append", default=[], metavar="TASK=WEIGHT",
                         help="a task's loss weight (repeatable), e.g. --loss-weight intensity=0.5")
+    parser.add_argument("--weighting", choices=sorted(WEIGHTINGS), default=None,
+                        help="how task losses are weighted (default: static, the --loss-weight values)")
+    parser.add_argument("--weighting-option", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                        help="an argument of the weighting (repeatable), e.g. --weighting-option alpha=1.0")
+    parser.add_argument("--gradient", choices=sorted(GRADIENT_METHODS), default=None,
+                        help="a gradient method combining per-task gradients on the shared weights (default: none)")
+    parser.add_argument("--gradient-option", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                        help="an argument of the gradient method (repeatable), e.g. --gradient-option c=0.4")
     parser.add_argument("--baselines", action="store_true",
                         help="also train one single-task model per task and report Δm")
     parser.add_argument("--limit", type=int, default=None, help=f"use a stratified subset of about N {examples}")
@@ -152,10 +163,37 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", nargs="+", help="texts, JSON objects of column values, or image files")
     predict.add_argument("--mask-dir", type=Path, default=None, help="where to write predicted masks")
     predict.add_argument("--json", action="store_true", help="print raw outputs as JSON")
+    _add_tune_parser(commands, jobs)
+    _add_affinity_parser(commands, jobs)
     return parser
 
 
-def _train(args) -> int:
+def _add_affinity_parser(commands, train_jobs) -> None:
+    """`mtl-keras affinity JOB`: the options of `mtl-keras train JOB` (copied from its parser), and the affinity's."""
+    import copy
+
+    affinity = commands.add_parser(
+        "affinity", help="train a job's multi-task model and report which tasks help each other",
+        description="Train a job's multi-task model as `mtl-keras train` does, measuring every --every steps, on the "
+                    "batch about to be trained on, the lookahead affinity of Fifty et al. (2021, TAG) and the cosine "
+                    "similarity of the task gradients on the shared weights; print both as tables.",
+    )
+    jobs = affinity.add_subparsers(dest="job", required=True, metavar="JOB")
+    for name, train_job in train_jobs.choices.items():
+        # A copy: "resolve" rewrites the actions whose options it replaces, and `mtl-keras train` keeps its own.
+        job = jobs.add_parser(name, parents=[copy.deepcopy(train_job)], add_help=False, conflict_handler="resolve",
+                              help=f"the {name} job (options as `mtl-keras train {name}`)",
+                              description=train_job.description)
+        job.add_argument("--every", type=int, default=10, metavar="N", help="measure every N training steps")
+        job.add_argument("--lookahead-lr", dest="lookahead_learning_rate", type=float, default=None,
+                         help="learning rate of the lookahead SGD step (default: the optimizer's current one)")
+        job.add_argument("--output", type=Path, default=None, help="also write the report as JSON to this file")
+        job.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+        job.add_argument("--baselines", action="store_true", help=argparse.SUPPRESS)  # train only; refused
+
+
+def _job_from_args(args):
+    """The job `args.job`, its config overridden by the options given (those left unset keep the job's defaults)."""
     from mtl_keras.jobs import JOBS
 
     job_class = JOBS[args.job]
@@ -165,7 +203,53 @@ def _train(args) -> int:
         overrides["loss_weights"] = dict(args.loss_weight)
     if getattr(args, "sharing_option", None):
         overrides["sharing_options"] = dict(args.sharing_option)
-    job = job_class(**overrides)
+    if getattr(args, "weighting_option", None):
+        overrides["weighting_options"] = dict(args.weighting_option)
+    if getattr(args, "gradient_option", None):
+        overrides["gradient_options"] = dict(args.gradient_option)
+    return job_class(**overrides)
+
+
+def _affinity(args) -> int:
+    import time
+
+    from mtl_keras.training.affinity import TaskAffinity
+
+    if args.baselines:
+        raise ValueError("--baselines belongs to `mtl-keras train`; `mtl-keras affinity` trains the multi-task "
+                         "model only.")
+    if args.every < 1:
+        raise ValueError(f"--every must be a positive number of steps, got {args.every}.")
+    if args.output and args.output.exists() and not args.overwrite:
+        raise FileExistsError(f"{args.output} already exists; choose another --output or pass --overwrite.")
+    job = _job_from_args(args)
+    splits = job.load_data()
+    affinity = TaskAffinity(every_n_steps=args.every, lookahead_learning_rate=args.lookahead_learning_rate)
+    start = time.perf_counter()
+    model, _ = job.train(splits.tasks, splits, verbose=0 if args.quiet else "auto", callbacks=[affinity])
+    seconds = time.perf_counter() - start
+    partition = affinity.partition
+    variables = model.trainable_variables
+    shared_weights = sum(int(np.prod(variables[k].shape)) for k in partition.shared)
+    print(f"\nTask affinity of the {args.job} job: {len(affinity.history)} measurement(s), every {args.every} "
+          f"training steps, on the batch about to be trained on ({seconds:.0f} s of training and measuring).")
+    print(f"Shared: {len(partition.shared)} variables ({shared_weights:,} weights); task-specific: "
+          + ", ".join(f"{task} {len(indices)}" for task, indices in partition.task_specific.items()) + ".\n")
+    print(affinity.table("lookahead") + "\n")
+    print(affinity.table("cosine") + "\n")
+    print("Read row i, column j: a positive Z[i->j] means a step along task i's gradient lowered task j's loss (task "
+          "i helps task j), a negative one that it raised it; a positive cosine means the two tasks' gradients on the "
+          "shared weights point the same way.")
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        report = {"job": args.job, "config": dataclasses.asdict(job.config), "seconds": seconds, **affinity.to_dict()}
+        args.output.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"Written: {args.output}")
+    return 0
+
+
+def _train(args) -> int:
+    job = _job_from_args(args)
     folder = job.run(output=args.output, overwrite=args.overwrite, verbose=0 if args.quiet else "auto")
     metrics = json.loads((folder / "metrics.json").read_text())
     print(f"\nTest metrics ({folder}/metrics.json):")
@@ -187,6 +271,87 @@ def _print_metrics(metrics: dict, reference: dict | None = None, reference_name:
             if reference and isinstance(reference.get(task, {}).get(name), float):
                 extra = f"   ({reference_name}: {reference[task][name]:.4f})"
             print(f"    {name:<15} {value:.4f}{extra}" if isinstance(value, float) else f"    {name:<15} {value}")
+
+
+def _candidates(text: str) -> tuple[str | None, tuple[float, ...]]:
+    """`W,W,...` (for every task but the first) or `TASK=W,W,...` (for that task)."""
+    name, separator, values = text.rpartition("=")
+    try:
+        factors = tuple(float(part) for part in values.replace(" ", "").split(",") if part)
+    except ValueError:
+        factors = ()
+    if not factors or (separator and not name):
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, optionally after TASK=, got {text!r}")
+    return name or None, factors
+
+
+def _add_tune_parser(commands, train_jobs) -> None:
+    """`mtl-keras tune JOB`: the options of `mtl-keras train JOB` (from a copy of its parser), and the search's."""
+    import copy
+
+    tune = commands.add_parser(
+        "tune", help="search static loss weights with keras-tuner on the validation split",
+        description="Train the job's multi-task model once per trial with other loss weights (grid, random or "
+                    "Bayesian search with keras-tuner) and rank the trials by the mean over tasks of the validation "
+                    "loss relative to the first trial, which uses the job's own weights. Prints every trial and "
+                    "the `mtl-keras train` command with the best weights; writes OUTPUT/tuning.json.",
+    )
+    jobs = tune.add_subparsers(dest="job", required=True, metavar="JOB")
+    for name, train_job in train_jobs.choices.items():
+        # A copy: "resolve" rewrites the actions whose options it replaces, and `mtl-keras train` keeps its own.
+        job = jobs.add_parser(name, parents=[copy.deepcopy(train_job)], add_help=False, conflict_handler="resolve",
+                              help=f"the {name} job (options as `mtl-keras train {name}`)",
+                              description=train_job.description)
+        job.add_argument("--tuner", choices=["grid", "random", "bayesian"], default="random",
+                         help="grid: every combination; random; bayesian: a Gaussian process (default: random)")
+        job.add_argument("--max-trials", type=int, default=None, metavar="N",
+                         help="most trials, the first with the job's own weights (default: the whole grid for grid "
+                              "search, 10 otherwise)")
+        job.add_argument("--candidates", type=_candidates, action="append", default=[], metavar="[TASK=]W,W,...",
+                         help="factors on the job's weights, 1 among them: W,W,... for every task but the first "
+                              "(default 0.25,0.5,1,2,4), or TASK=W,W,... per task to search (repeatable)")
+        job.add_argument("--loss-weight", type=_loss_weight, action="append", default=[], metavar="TASK=WEIGHT",
+                         help="a task's weight in the job (repeatable): the first trial's, which the candidates "
+                              "multiply")
+        job.add_argument("--output", type=Path, default=None,
+                         help="folder for tuning.json (default: runs/JOB-tune-DATE-TIME)")
+        job.add_argument("--overwrite", action="store_true", help="replace an existing tuning.json")
+        job.add_argument("--quiet", action="store_true", help="no summary after each trial")
+        job.add_argument("--baselines", action="store_true", help=argparse.SUPPRESS)  # train only; refused
+
+
+def _tune(args) -> int:
+    import datetime
+    import time
+
+    from mtl_keras.tuning import DEFAULT_CANDIDATES, search_loss_weights
+
+    if args.baselines:
+        raise ValueError("--baselines belongs to `mtl-keras train`; `mtl-keras tune` trains multi-task models only.")
+    per_task = {name: factors for name, factors in args.candidates if name}
+    shared = [factors for name, factors in args.candidates if not name]
+    if len(shared) > 1 or (shared and per_task):
+        raise ValueError("give --candidates once as W,W,... (every task but the first), or once per task to search "
+                         "as TASK=W,W,...")
+    output = args.output or Path("runs") / f"{args.job}-tune-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    target = output / "tuning.json"
+    if target.exists() and not args.overwrite:
+        raise FileExistsError(f"{target} already exists; choose another --output or pass --overwrite.")
+    start = time.perf_counter()
+    search = search_loss_weights(_job_from_args(args), tuner=args.tuner, max_trials=args.max_trials,
+                                 candidates=per_task or (shared[0] if shared else DEFAULT_CANDIDATES),
+                                 verbose=0 if args.quiet else 1)
+    seconds = time.perf_counter() - start
+    output.mkdir(parents=True, exist_ok=True)
+    search.write_json(target, extra={"seconds": round(seconds, 1)})
+    print(f"\n{len(search.trials)} trials ({args.tuner} search, {seconds:.0f} s). Objective: the mean over tasks of "
+          f"the validation loss / the reference trial's (the job's own weights); lower is better.\n")
+    print(search.table())
+    best = ", ".join(f"{task}={weight:g}" for task, weight in search.best_weights.items())
+    print(f"\nBest loss weights: {best} (objective {search.best.objective:.4f})")
+    print(f"Train with them:\n  {search.train_command()}")
+    print(f"Trials: {target}")
+    return 0
 
 
 def _evaluate(args) -> int:
@@ -357,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     from mtl_keras.labels import LabelError
     from mtl_keras.training.callbacks import NonFiniteLossError
 
-    handlers = {"train": _train, "evaluate": _evaluate, "predict": _predict}
+    handlers = {"train": _train, "evaluate": _evaluate, "predict": _predict, "affinity": _affinity, "tune": _tune}
     try:
         return handlers[args.command](args)
     except (LabelError, InputError, NonFiniteLossError, FileExistsError, FileNotFoundError, ValueError) as error:

@@ -33,6 +33,8 @@ from mtl_keras.seeds import DEFAULT_SEED, set_global_seed
 from mtl_keras.tasks import Task, as_task_dict
 from mtl_keras.training.callbacks import MeanRelativeValidationLoss, StopOnNonFiniteLoss
 from mtl_keras.training.compile import compile_multitask, resolve_loss_weights
+from mtl_keras.training.gradients import get_gradient_method
+from mtl_keras.training.weighting import get_weighting
 
 
 @dataclasses.dataclass
@@ -46,6 +48,10 @@ class JobConfig:
     seed: int = DEFAULT_SEED
     limit: int | None = None
     loss_weights: dict[str, float] | None = None
+    weighting: str = "static"
+    weighting_options: dict[str, Any] | None = None
+    gradient: str | None = None
+    gradient_options: dict[str, Any] | None = None
     baselines: bool = False
 
 
@@ -79,35 +85,62 @@ class Job:
         return self.input_signature
 
     # --- shared machinery ----------------------------------------------------------------------------------------
-    def compile(self, model: keras.Model, tasks: list[Task]) -> keras.Model:
+    def compile(self, model: keras.Model, tasks: list[Task], loss_weights: dict[str, float] | None = None
+                ) -> keras.Model:
+        """Compiles `model` with the job's optimizer and loss weights (`loss_weights`, where given, instead)."""
+        given = self.config.loss_weights if loss_weights is None else loss_weights
         # A baseline has one of the job's tasks: it takes that task's weight (its scale does not matter alone).
-        loss_weights = {k: v for k, v in (self.config.loss_weights or {}).items() if k in {t.name for t in tasks}}
-        return compile_multitask(model, tasks, loss_weights=loss_weights, optimizer=self.optimizer())
+        loss_weights = {k: v for k, v in (given or {}).items() if k in {t.name for t in tasks}}
+        return compile_multitask(model, tasks, loss_weights=loss_weights, optimizer=self.optimizer(),
+                                 **self.balancing(tasks))
+
+    def balancing(self, tasks: list[Task]) -> dict[str, Any]:
+        """The loss weighting and gradient method objects for a training of `tasks` (none for a single task: a
+        single-task baseline trains plainly)."""
+        if len(tasks) < 2:
+            return {}
+        return {"weighting": get_weighting(self.config.weighting, **(self.config.weighting_options or {})),
+                "gradient": get_gradient_method(self.config.gradient, **(self.config.gradient_options or {}))}
 
     def optimizer(self) -> keras.optimizers.Optimizer:
         """A fresh optimizer for one training."""
         return keras.optimizers.Adam(self.config.learning_rate)
 
-    def train(self, tasks: list[Task], splits: Splits, verbose: int | str = "auto") -> tuple[keras.Model, dict]:
-        """Builds, compiles and fits a model for `tasks`; returns it (best validation weights) and its history."""
+    def train(self, tasks: list[Task], splits: Splits, verbose: int | str = "auto",
+              callbacks: list | None = None) -> tuple[keras.Model, dict]:
+        """Builds, compiles and fits a model for `tasks`; returns it (best validation weights) and its history.
+        `callbacks` run after the job's own (`self.callbacks(tasks)`)."""
         set_global_seed(self.config.seed)
         model = self.compile(self.build_model(tasks, splits), tasks)
-        guard = StopOnNonFiniteLoss()
+        return model, self.fit(model, tasks, splits, verbose, callbacks=[*self.callbacks(tasks), *(callbacks or [])])
+
+    def callbacks(self, tasks: list[Task], relative_loss: MeanRelativeValidationLoss | None = None) -> list:
+        """One training's callbacks: the non-finite loss guard, `val_mean_relative_loss` (as `relative_loss` computes
+        it, by default relative to the first epoch) and early stopping on it, keeping the best epoch's weights."""
+        return [
+            StopOnNonFiniteLoss(),
+            relative_loss or MeanRelativeValidationLoss([task.name for task in tasks]),
+            keras.callbacks.EarlyStopping(monitor="val_mean_relative_loss", mode="min",
+                                          patience=self.config.patience, restore_best_weights=True),
+        ]
+
+    def fit(self, model: keras.Model, tasks: list[Task], splits: Splits, verbose: int | str = "auto",
+            callbacks: list | None = None) -> dict[str, list[float]]:
+        """Fits a compiled model on the training split, validated on the validation split, with `callbacks` (default
+        `self.callbacks(tasks)`); raises `NonFiniteLossError` if the loss diverged; returns the per-epoch logs."""
+        callbacks = self.callbacks(tasks) if callbacks is None else callbacks
         history = model.fit(
             self.dataset(splits.train, tasks, training=True),
             validation_data=self.dataset(splits.validation, tasks, training=False),
             epochs=self.config.epochs,
             shuffle=False,  # the dataset shuffles itself, with the job's seed
             verbose=verbose,
-            callbacks=[
-                guard,
-                MeanRelativeValidationLoss([task.name for task in tasks]),
-                keras.callbacks.EarlyStopping(monitor="val_mean_relative_loss", mode="min",
-                                              patience=self.config.patience, restore_best_weights=True),
-            ],
+            callbacks=callbacks,
         )
-        guard.raise_if_failed()
-        return model, {key: [float(v) for v in values] for key, values in history.history.items()}
+        for callback in callbacks:
+            if isinstance(callback, StopOnNonFiniteLoss):
+                callback.raise_if_failed()
+        return {key: [float(v) for v in values] for key, values in history.history.items()}
 
     def evaluate(self, model, tasks: list[Task], split: Split) -> dict[str, dict[str, float]]:
         split = split.for_tasks(task.name for task in tasks)

@@ -1,0 +1,153 @@
+"""Each task's loss as training computes it, its gradients, and which trainable variables the tasks share.
+
+A variable is *shared* when two or more tasks' losses reach it, *task-specific* when exactly one task's loss does, and
+*unconnected* when none does. The partition is read from gradient connectivity (`tape.gradient` returns None for a
+variable a loss does not depend on), not from layer names, so it holds for any way of sharing: a hard-shared trunk,
+MMoE experts (shared) beside their per-task gates (task-specific), a cascade whose first head feeds the next task
+(that head is then shared).
+
+Gradient methods (task affinity, PCGrad, MGDA...) start from `task_gradients` and `partition_variables`.
+
+Example:
+
+>>> gradients = {"a": [1.0, None, 2.0], "b": [3.0, 4.0, None]}   # one entry per variable; None = not reached
+>>> shared_variable_mask(gradients)
+[True, False, False]
+>>> partition = partition_variables(gradients)
+>>> partition.shared, partition.task_specific, partition.unconnected
+((0,), {'a': (2,), 'b': (1,)}, ())
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import keras
+import tensorflow as tf
+
+
+def _check_lengths(gradients_per_task: Mapping[str, Sequence]) -> int:
+    if not gradients_per_task:
+        raise ValueError("gradients_per_task is empty; expected {task name: one gradient (or None) per variable}.")
+    lengths = {name: len(gradients) for name, gradients in gradients_per_task.items()}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"Every task needs one gradient (or None) per variable, in the same order; got lengths "
+                         f"{lengths}.")
+    return next(iter(lengths.values()))
+
+
+def shared_variable_mask(gradients_per_task: Mapping[str, Sequence[object | None]]) -> list[bool]:
+    """For each variable, whether the gradients of two or more tasks reach it (are not None).
+
+    Args:
+        gradients_per_task: `{task: [gradient or None, one per variable]}`, the variables in the same order for every
+            task (as `tape.gradient(loss, variables)` returns them).
+
+    Example:
+
+    >>> shared_variable_mask({"a": [1.0, None], "b": [2.0, 3.0]})
+    [True, False]
+    """
+    count = _check_lengths(gradients_per_task)
+    return [sum(gradients[k] is not None for gradients in gradients_per_task.values()) >= 2 for k in range(count)]
+
+
+@dataclasses.dataclass(frozen=True)
+class VariablePartition:
+    """Indices of the variables (in the order the gradients were given) that the tasks share, that belong to one
+    task, and that no task's loss reaches."""
+
+    shared: tuple[int, ...]
+    task_specific: dict[str, tuple[int, ...]]
+    unconnected: tuple[int, ...]
+
+    def paths(self, variables: Sequence) -> dict:
+        """The same partition as variable paths, e.g. `{"shared": ["dense/kernel", ...], "task_specific": {...}}`."""
+        def names(indices):
+            return [variables[k].path for k in indices]
+
+        return {"shared": names(self.shared),
+                "task_specific": {task: names(indices) for task, indices in self.task_specific.items()},
+                "unconnected": names(self.unconnected)}
+
+
+def partition_variables(gradients_per_task: Mapping[str, Sequence[object | None]]) -> VariablePartition:
+    """Splits the variables into shared, task-specific and unconnected ones by which tasks' gradients reach them.
+
+    Example:
+
+    >>> partition_variables({"a": [1.0, None], "b": [2.0, None]})
+    VariablePartition(shared=(0,), task_specific={'a': (), 'b': ()}, unconnected=(1,))
+    """
+    count = _check_lengths(gradients_per_task)
+    reached_by = [[task for task, gradients in gradients_per_task.items() if gradients[k] is not None]
+                  for k in range(count)]
+    return VariablePartition(
+        shared=tuple(k for k in range(count) if len(reached_by[k]) >= 2),
+        task_specific={task: tuple(k for k in range(count) if reached_by[k] == [task])
+                       for task in gradients_per_task},
+        unconnected=tuple(k for k in range(count) if not reached_by[k]),
+    )
+
+
+def task_losses(model: keras.Model, y: Mapping, y_pred: Mapping, sample_weight: Mapping | None = None
+                ) -> dict[str, tf.Tensor]:
+    """Each task's loss, unweighted, computed by the loss the model was compiled with (`model.loss[task]`), as
+    training computes it: with `compile_multitask`, a `MaskedLoss`, the mean over the examples whose label is present
+    (0, not NaN, when none is).
+
+    Loss weights and losses added by layers (`add_loss`) are left out: they belong to no single task.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from mtl_keras import Task, compile_multitask
+    >>> inputs = keras.Input((2,))
+    >>> model = keras.Model(inputs, {"a": keras.layers.Dense(1, name="a")(inputs)})
+    >>> model = compile_multitask(model, [Task("a", "regression")])
+    >>> y = {"a": np.array([[1.0], [2.0]], "float32")}
+    >>> losses = task_losses(model, y, {"a": np.array([[1.0], [0.0]], "float32")}, {"a": np.array([1.0, 0.0])})
+    >>> float(losses["a"])
+    0.0
+    """
+    if not isinstance(model.loss, Mapping):
+        raise ValueError(f"Model {model.name!r} must be compiled with one loss per task (a dict keyed by task name, "
+                         f"as compile_multitask does); its loss is {model.loss!r}.")
+    losses = {}
+    for name, loss in model.loss.items():
+        loss = keras.losses.get(loss) if isinstance(loss, str) else loss
+        weight = None if sample_weight is None else sample_weight.get(name)
+        losses[name] = loss(y[name], y_pred[name], sample_weight=weight)
+    return losses
+
+
+def task_gradients(model: keras.Model, x, y: Mapping, sample_weight: Mapping | None = None,
+                   variables: Sequence | None = None, training: bool = True
+                   ) -> tuple[dict[str, tf.Tensor], dict[str, list[tf.Tensor | None]]]:
+    """Each task's loss (`task_losses`) on one batch and its gradient with respect to `variables` (default: the
+    model's trainable variables), None where the task's loss does not reach a variable.
+
+    Returns `(losses, gradients)`, both keyed by task name. Wrap it in `tf.function` for speed; None gradients come
+    back as None.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from mtl_keras import Task, compile_multitask
+    >>> inputs = keras.Input((2,))
+    >>> trunk = keras.layers.Dense(3, name="trunk")(inputs)
+    >>> outputs = {name: keras.layers.Dense(1, name=name)(trunk) for name in ("a", "b")}
+    >>> model = compile_multitask(keras.Model(inputs, outputs), [Task("a", "regression"), Task("b", "regression")])
+    >>> x, y = np.ones((4, 2), "float32"), {"a": np.ones((4, 1), "float32"), "b": np.zeros((4, 1), "float32")}
+    >>> losses, gradients = task_gradients(model, x, y)
+    >>> partition_variables(gradients).paths(model.trainable_variables)["shared"]
+    ['trunk/kernel', 'trunk/bias']
+    """
+    variables = list(model.trainable_variables if variables is None else variables)
+    with tf.GradientTape(persistent=True) as tape:
+        y_pred = model(x, training=training)
+        losses = task_losses(model, y, y_pred, sample_weight)
+    gradients = {name: tape.gradient(loss, variables) for name, loss in losses.items()}
+    del tape
+    return losses, gradients
