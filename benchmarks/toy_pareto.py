@@ -1,0 +1,244 @@
+"""Which gradient methods reach the Pareto front of the two-objective toy problem, and where (CAGrad / Nash-MTL figure).
+
+    python benchmarks/toy_pareto.py [--steps 100000] [--record-every 100] [--tolerance 0.1] [--seed 1337]
+                                    [--json benchmarks/results/toy_pareto.json]
+                                    [--plot benchmarks/results/toy_pareto.png]
+
+Problem: `mtl_keras.datasets.toy` (L1 scaled by 0.1, so the two gradients differ tenfold in size), from the five
+starts of the papers. Methods: "mean" (the gradient of (L1 + L2) / 2, no gradient method) and every entry of
+`GRADIENT_METHODS`, each on the parameters x themselves (MGDA with space="parameters": there is no representation).
+Each step takes the two gradients with one tape, forms their Gram matrix, asks the method for `alpha` and moves x
+with Adam along `alpha @ G` (lr 1e-3, betas 0.9 / 0.999, eps 1e-8: torch.optim.Adam as in the papers' code).
+A whole run is one XLA-compiled loop, so the 35 runs of 100,000 steps take under a minute on two cores.
+
+A run reaches the front when its final point lies within `--tolerance` (default 0.1, a hundred Adam steps) of the
+Pareto set (the curve x2 = x2*(x1), -7 <= x1 <= 7, from `distance_to_pareto_set`): runs that converge end within
+0.02 of it, the stalled one 12 away, so any tolerance from 0.05 to 10 gives the same verdicts. Also reported:
+the final losses, Pareto stationarity (the norm of the min-norm convex combination of the two final gradients over
+the larger gradient's norm: about 1e-3 even a unit below the front, and small in the upper valleys as well, so it
+cannot tell a stall from the front; distance can) and the first recorded step within tolerance, with the point where
+the run first met the front: with Adam several methods meet the front and then slide along it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from mtl_keras.datasets.toy import TOY_STARTS, distance_to_pareto_set, toy_losses, toy_pareto_set  # noqa: E402
+from mtl_keras.seeds import DEFAULT_SEED  # noqa: E402
+from mtl_keras.training.gradients import GRADIENT_METHODS, GradientMethod, get_gradient_method  # noqa: E402
+
+METHODS = ("mean", *GRADIENT_METHODS)
+LEARNING_RATE, BETA_1, BETA_2, EPSILON = 1e-3, 0.9, 0.999, 1e-8
+
+
+def build_method(name: str, seed: int = DEFAULT_SEED) -> GradientMethod | None:
+    """None for "mean"; otherwise the method on the parameters (PCGrad with `seed`)."""
+    if name == "mean":
+        return None
+    return get_gradient_method(name, space="parameters", **({"seed": seed} if name == "pcgrad" else {}))
+
+
+def task_gradients(x: tf.Tensor) -> tf.Tensor:
+    """[2, 2]: row t is the gradient of L_t at x."""
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        losses = toy_losses(x)
+        first, second = losses[0], losses[1]
+    return tf.stack([tape.gradient(first, x), tape.gradient(second, x)])
+
+
+def combined_gradient(method: GradientMethod | None, x: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+    gradients = task_gradients(x)
+    if method is None:
+        return tf.reduce_mean(gradients, axis=0)
+    alpha = method.coefficients(tf.matmul(gradients, gradients, transpose_b=True), step)
+    return tf.linalg.matvec(gradients, alpha, transpose_a=True)
+
+
+def make_descent(method: GradientMethod | None, steps: int, record_every: int):
+    """A compiled `start [2] -> trajectory [steps // record_every + 1, 2]` (the start, then x every `record_every`
+    Adam steps). Adam is written out because the whole run is one XLA loop."""
+    if steps % record_every:
+        raise ValueError(f"steps ({steps}) must be a multiple of record_every ({record_every}).")
+
+    def adam_step(step, x, first_moment, second_moment):
+        gradient = combined_gradient(method, x, tf.cast(step, tf.int64))
+        first_moment = BETA_1 * first_moment + (1.0 - BETA_1) * gradient
+        second_moment = BETA_2 * second_moment + (1.0 - BETA_2) * gradient * gradient
+        count = tf.cast(step + 1, tf.float32)
+        unbiased_first, unbiased_second = first_moment / (1.0 - BETA_1**count), second_moment / (1.0 - BETA_2**count)
+        x = x - LEARNING_RATE * unbiased_first / (tf.sqrt(unbiased_second) + EPSILON)
+        return step + 1, x, first_moment, second_moment
+
+    def record(index, state, trajectory):
+        end = (index + 1) * record_every
+        state = tf.while_loop(lambda step, *_: step < end, adam_step, state)
+        return index + 1, state, trajectory.write(index + 1, state[1])
+
+    @tf.function(jit_compile=True)
+    def descend(start):
+        zeros = tf.zeros([2])
+        trajectory = tf.TensorArray(tf.float32, size=steps // record_every + 1).write(0, start)
+        state = (tf.constant(0), start, zeros, zeros)
+        _, _, trajectory = tf.while_loop(lambda index, *_: index < steps // record_every, record,
+                                         (tf.constant(0), state, trajectory))
+        return trajectory.stack()
+
+    return lambda start: descend(tf.constant(start, tf.float32)).numpy()
+
+
+def pareto_stationarity(x) -> float:
+    """|min-norm convex combination of the two gradients| / max_t |g_t| at x: 0 at Pareto-stationary points.
+
+    The two-vector min-norm point in closed form, in float64 (independent of the methods under test)."""
+    first, second = task_gradients(tf.constant(x, tf.float32)).numpy().astype(np.float64)
+    difference = first - second
+    weight = np.clip(-(difference @ second) / max(difference @ difference, 1e-300), 0.0, 1.0)
+    smallest = np.linalg.norm(weight * first + (1.0 - weight) * second)
+    return float(smallest / max(np.linalg.norm(first), np.linalg.norm(second), 1e-300))
+
+
+def summarize(trajectory: np.ndarray, record_every: int, tolerance: float) -> dict:
+    distances = distance_to_pareto_set(trajectory)
+    within = np.flatnonzero(distances < tolerance)
+    final = trajectory[-1]
+    losses = toy_losses(tf.constant(final, tf.float32)).numpy()
+    return {
+        "final": [round(float(v), 4) for v in final],
+        "final_losses": [round(float(v), 4) for v in losses],
+        "distance": round(float(distances[-1]), 4),
+        "stationarity": float(f"{pareto_stationarity(final):.3g}"),
+        "reached": bool(distances[-1] < tolerance),
+        "first_within_step": int(within[0] * record_every) if len(within) else None,
+        "first_within_point": [round(float(v), 3) for v in trajectory[within[0]]] if len(within) else None,
+    }
+
+
+def plot(results: dict, trajectories: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = np.linspace(-11.0, 11.0, 331)
+    mesh = np.stack(np.meshgrid(grid, grid), axis=-1)
+    total = toy_losses(tf.constant(mesh, tf.float32)).numpy().sum(axis=-1)
+    front = toy_pareto_set()
+    colors = plt.cm.viridis(np.linspace(0.0, 0.9, len(TOY_STARTS)))
+    figure, axes = plt.subplots(2, 4, figsize=(20, 10))
+    for axis, name in zip(axes.flat, results, strict=False):
+        axis.contourf(grid, grid, total, levels=30, cmap="Greys", alpha=0.6)
+        axis.plot(front[:, 0], front[:, 1], color="crimson", linewidth=4, label="Pareto set")
+        for color, start in zip(colors, TOY_STARTS, strict=True):
+            path_points, run = trajectories[name][str(start)], results[name][str(start)]
+            axis.plot(path_points[:, 0], path_points[:, 1], color=color, linewidth=1.5, label=f"from {start}")
+            axis.scatter(*start, color="black", s=30, zorder=5)
+            if run["first_within_point"] is not None:  # where the run met the front, before any slide along it
+                axis.scatter(*run["first_within_point"], color=color, marker="o", s=60, facecolor="none", zorder=6)
+            axis.scatter(*path_points[-1], color=color, marker="*", s=160, edgecolor="black", zorder=7)
+        reached = sum(run["reached"] for run in results[name].values())
+        axis.set_title(f"{name}: {reached}/{len(TOY_STARTS)} reach the front")
+        axis.set_xlim(-11, 11)
+        axis.set_ylim(-11, 11)
+        axis.set_xlabel("x1")
+        axis.set_ylabel("x2")
+    axes.flat[0].legend(fontsize=8, loc="lower right")
+    for axis in axes.flat[len(results) + 1:]:
+        axis.set_visible(False)
+    losses_axis = axes.flat[len(results)]
+    front_losses = toy_losses(tf.constant(front, tf.float32)).numpy()
+    losses_axis.plot(front_losses[:, 0], front_losses[:, 1], color="crimson", linewidth=4, label="Pareto front")
+    for index, name in enumerate(results):
+        finals = np.array([run["final_losses"] for run in results[name].values()])
+        losses_axis.scatter(finals[:, 0], finals[:, 1], marker="os^vDPX"[index % 7], s=60, label=name, alpha=0.8)
+    losses_axis.set_xlabel("L1 (scaled by 0.1)")
+    losses_axis.set_ylabel("L2")
+    losses_axis.set_xlim(-2.2, 0.5)
+    losses_axis.set_ylim(-21, 2)
+    losses_axis.set_title("final losses")
+    losses_axis.legend(fontsize=8)
+    figure.suptitle("Toy problem (L1 scaled by 0.1), Adam 1e-3: black dots = starts, circles = where a run first came "
+                    "within tolerance of the Pareto set (red), stars = final points")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def print_table(results: dict, tolerance: float) -> None:
+    starts = [str(start) for start in TOY_STARTS]
+    print(f"\nreached (distance to the Pareto set < {tolerance}) and final point (x1, x2), per start:")
+    print(f"{'method':<12}" + "".join(f"{start:>22}" for start in starts))
+    for name, runs in results.items():
+        cells = []
+        for start in starts:
+            run = runs[start]
+            cells.append(f"{'yes' if run['reached'] else 'NO '} ({run['final'][0]:6.2f},{run['final'][1]:6.2f})")
+        print(f"{name:<12}" + "".join(f"{cell:>22}" for cell in cells))
+    print("\nper run: final losses, distance, stationarity, first step within tolerance (and where)")
+    for name, runs in results.items():
+        for start, run in runs.items():
+            first = (f"step {run['first_within_step']} at {tuple(run['first_within_point'])}"
+                     if run["first_within_step"] is not None else "never")
+            print(f"  {name:<12} {start:>12}  L=({run['final_losses'][0]:7.3f},{run['final_losses'][1]:8.3f})  "
+                  f"dist {run['distance']:7.4f}  stat {run['stationarity']:9.3g}  first within: {first}")
+    print("\nsummary:")
+    for name, runs in results.items():
+        reached = [start for start, run in runs.items() if run["reached"]]
+        missed = [start for start in starts if start not in reached]
+        print(f"  {name:<12} {len(reached)}/{len(starts)} reach the front"
+              + (f"; not from {', '.join(missed)}" if missed else ""))
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--record-every", type=int, default=100)
+    parser.add_argument("--tolerance", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--json", default="benchmarks/results/toy_pareto.json")
+    parser.add_argument("--plot", default="benchmarks/results/toy_pareto.png")
+    args = parser.parse_args(argv)
+    print("python benchmarks/toy_pareto.py " + " ".join(
+        f"--{key.replace('_', '-')} {' '.join(map(str, value)) if isinstance(value, list) else value}"
+        for key, value in vars(args).items()), flush=True)
+
+    results, trajectories, seconds = {}, {}, {}
+    for name in args.methods:
+        began = time.perf_counter()
+        descend = make_descent(build_method(name, args.seed), args.steps, args.record_every)
+        trajectories[name] = {str(start): descend(start) for start in TOY_STARTS}
+        results[name] = {start: summarize(trajectory, args.record_every, args.tolerance)
+                         for start, trajectory in trajectories[name].items()}
+        seconds[name] = round(time.perf_counter() - began, 1)
+        reached = sum(run["reached"] for run in results[name].values())
+        print(f"{name:<12} {reached}/{len(TOY_STARTS)} reached  ({seconds[name]} s, compile included)", flush=True)
+
+    print_table(results, args.tolerance)
+    print(f"\ntotal {sum(seconds.values()):.0f} s")
+    report = {"settings": {**vars(args), "optimizer": "Adam lr 1e-3, betas (0.9, 0.999), eps 1e-8",
+                           "first_loss_scale": 0.1},
+              "seconds": seconds, "results": results,
+              "trajectories_every_1000_steps": {
+                  name: {start: np.round(path[:: max(1, 1000 // args.record_every)], 3).tolist()
+                         for start, path in paths.items()} for name, paths in trajectories.items()}}
+    if args.json:
+        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+        with open(args.json, "w") as file:
+            json.dump(report, file, indent=1)
+    if args.plot:
+        plot(results, trajectories, args.plot)
+    return report
+
+
+if __name__ == "__main__":
+    main()
