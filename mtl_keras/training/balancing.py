@@ -30,6 +30,7 @@ import tensorflow as tf
 from mtl_keras.losses import MaskedLoss
 from mtl_keras.training.gradients import GradientMethod, gradient_cosines
 from mtl_keras.training.task_graph import last_shared_layers, shared_representation
+from mtl_keras.training.task_variables import partition_variables
 from mtl_keras.training.weighting import Weighting
 
 SUM = tf.distribute.ReduceOp.SUM
@@ -188,17 +189,14 @@ class Balancer:
 
     # --- gradient methods -----------------------------------------------------------------------------------------
     def _partition(self, task_gradients, variables):
-        """Indices of shared variables (reached by 2+ tasks), task-own ones (1 task) and the rest."""
-        own_weighting = {id(v) for v in self.weighting.trainable_variables}
-        shared, own, other = [], [], []
-        for i, variable in enumerate(variables):
-            reached = sum(gradients[i] is not None for gradients in task_gradients)
-            if id(variable) in own_weighting or reached == 0:
-                other.append(i)
-            elif reached == 1:
-                own.append(i)
-            else:
-                shared.append(i)
+        """Indices of shared variables (reached by 2+ tasks), task-own ones (1 task) and the rest (the weighting's
+        own variables, and whatever no task's loss reaches)."""
+        partition = partition_variables(dict(zip(self.task_names, task_gradients, strict=True)))
+        weighting = {id(v) for v in self.weighting.trainable_variables}
+        shared = [i for i in partition.shared if id(variables[i]) not in weighting]
+        own = sorted(i for indices in partition.task_specific.values() for i in indices
+                     if id(variables[i]) not in weighting)
+        other = [i for i in range(len(variables)) if i not in set(shared) | set(own)]
         return shared, own, other
 
     def _combine(self, gram, step):
