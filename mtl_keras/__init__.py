@@ -29,6 +29,7 @@ from mtl_keras.datasets.pipeline import (
 from mtl_keras.datasets.scenes import load_scenes
 from mtl_keras.datasets.tokenization import build_vocabulary, tokenize
 from mtl_keras.datasets.vader import load_vader, load_vader_lexicon
+from mtl_keras.distribute import get_strategy, local_cluster, split_cpu
 from mtl_keras.encoders.tabular import NumericColumn
 from mtl_keras.encoders.text import (
     BiLSTMTextEncoder,
@@ -72,6 +73,7 @@ from mtl_keras.sharing import (
 )
 from mtl_keras.tasks import HIGHER_IS_BETTER, KINDS, Task
 from mtl_keras.training.affinity import TaskAffinity
+from mtl_keras.training.backup import TrainingBackup
 from mtl_keras.training.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
 from mtl_keras.training.compile import compile_multitask
 from mtl_keras.training.gradients import (
@@ -85,6 +87,7 @@ from mtl_keras.training.gradients import (
     PCGrad,
     get_gradient_method,
 )
+from mtl_keras.training.loop import fit_distributed
 from mtl_keras.training.model import MultiTaskModel
 from mtl_keras.training.weighting import (
     DWA,
@@ -150,6 +153,7 @@ __all__ = [
     "TaskAttention",
     "TaskCascade",
     "TaskHead",
+    "TrainingBackup",
     "TransformerBlock",
     "TransformerTextEncoder",
     "UncertaintyWeighting",
@@ -169,8 +173,10 @@ __all__ = [
     "describe_features",
     "expert_gates",
     "export_saved_model",
+    "fit_distributed",
     "get_gradient_method",
     "get_sharing",
+    "get_strategy",
     "get_text_encoder",
     "get_weighting",
     "load_census",
@@ -180,6 +186,7 @@ __all__ = [
     "load_scenes",
     "load_vader",
     "load_vader_lexicon",
+    "local_cluster",
     "make_dataset",
     "make_image_dataset",
     "make_tabular_dataset",
@@ -188,6 +195,7 @@ __all__ = [
     "roc_auc",
     "sentiment_token_features",
     "set_global_seed",
+    "split_cpu",
     "task_deltas",
     "tokenize",
 ]

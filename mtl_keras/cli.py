@@ -43,6 +43,15 @@ def _int_tuple(text: str) -> tuple[int, ...]:
     return values
 
 
+def _strategy(text: str) -> str:
+    from mtl_keras.distribute import STRATEGY_NAMES
+
+    if text.partition(":")[0].lower().replace("-", "_") not in STRATEGY_NAMES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(STRATEGY_NAMES)} (or mirrored:DEVICE,...), "
+                                         f"got {text!r}")
+    return text
+
+
 SHARING_CHOICES = ["hard", "soft", "cross_stitch", "mmoe", "ple", "mtan", "cascade"]
 
 
@@ -82,6 +91,17 @@ def _add_training_options(parser: argparse.ArgumentParser, data_help: str, examp
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing run folder once the new one is complete")
     parser.add_argument("--quiet", action="store_true", help="no Keras progress bars")
+    parser.add_argument("--strategy", type=_strategy, default=None, metavar="NAME",
+                        help="tf.distribute strategy: none (default), mirrored (the local GPUs), "
+                             "mirrored:/gpu:0,/gpu:1 (listed devices), multi_worker (the cluster in TF_CONFIG), auto")
+    parser.add_argument("--backup-dir", default=None, metavar="DIR",
+                        help="back the training up in DIR at each epoch's end; the same command started again after "
+                             "a kill resumes from it (DIR is removed once the run folder is written)")
+    parser.add_argument("--backup-every", type=int, default=None, metavar="N",
+                        help="with --backup-dir, also back up every N training batches")
+    parser.add_argument("--mixed-precision", action="store_true", default=None,
+                        help="build the model under Keras' mixed precision: mixed_float16 with loss scaling on a "
+                             "GPU, mixed_bfloat16 on CPUs; outputs stay float32")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -207,7 +227,9 @@ def _job_from_args(args):
         overrides["weighting_options"] = dict(args.weighting_option)
     if getattr(args, "gradient_option", None):
         overrides["gradient_options"] = dict(args.gradient_option)
-    return job_class(**overrides)
+    job = job_class(**overrides)
+    job.distribute_strategy()  # first: a multi-worker strategy must start before TensorFlow does anything else
+    return job
 
 
 def _affinity(args) -> int:
@@ -251,6 +273,9 @@ def _affinity(args) -> int:
 def _train(args) -> int:
     job = _job_from_args(args)
     folder = job.run(output=args.output, overwrite=args.overwrite, verbose=0 if args.quiet else "auto")
+    if folder is None:
+        print("Training done; the chief worker writes the run folder.")
+        return 0
     metrics = json.loads((folder / "metrics.json").read_text())
     print(f"\nTest metrics ({folder}/metrics.json):")
     _print_metrics(metrics["test"], metrics.get("single_task_test"))
@@ -328,6 +353,9 @@ def _tune(args) -> int:
 
     if args.baselines:
         raise ValueError("--baselines belongs to `mtl-keras train`; `mtl-keras tune` trains multi-task models only.")
+    if args.backup_dir:
+        raise ValueError("--backup-dir belongs to `mtl-keras train` and `affinity`; a search resumes by trial instead "
+                         "(keras-tuner reloads the finished trials from --output).")
     per_task = {name: factors for name, factors in args.candidates if name}
     shared = [factors for name, factors in args.candidates if not name]
     if len(shared) > 1 or (shared and per_task):

@@ -23,7 +23,22 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, input_signat
     inputs; each task's current weight, e.g. uncertainty weighting's 0.5 exp(-s_t)), and its state variables travel
     in the SavedModel.
 
-    Example (in a shell): `saved_model_cli show --dir RUN/saved_model --all` lists the signature.
+    Inputs are checked inside the graph: an input of another shape than its spec (any batch size; e.g. a 32x32 image
+    for a 64x64 model) fails with an error naming the input and the shape expected (`serving_default`, as TF Serving
+    calls it, checks dtypes but not shapes). Outputs of a mixed-precision model are float32.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from mtl_keras import Task, build_vision_model
+    >>> model = build_vision_model([Task("kind", "multiclass", num_classes=3)], image_shape=(8, 8, 1), filters=(4,))
+    >>> path = export_saved_model(model, getfixture("tmp_path") / "saved",
+    ...                           [tf.TensorSpec([None, 8, 8, 1], tf.uint8, name="image")])
+    >>> served = load_saved_model(path).signatures["serving_default"](image=tf.zeros([2, 8, 8, 1], tf.uint8))
+    >>> served["kind"].dtype.name, tuple(served["kind"].shape)
+    ('float32', (2, 3))
+
+    In a shell, `saved_model_cli show --dir RUN/saved_model --all` lists the signature.
     """
     path = Path(path)
     signature = input_signature or TEXT_SIGNATURE
@@ -32,7 +47,8 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, input_signat
     masks = [task.name for task in (tasks or ()) if task.kind == "segmentation"]
 
     def serve(*inputs):
-        outputs = model(*inputs, training=False)
+        inputs = checked_inputs(inputs, signature)
+        outputs = tf.nest.map_structure(_as_float32, model(*inputs, training=False))
         if not masks:
             return outputs
         outputs = dict(outputs)
@@ -53,6 +69,34 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, input_signat
         archive.add_endpoint("task_weights", task_weights, input_signature=[])
     archive.write_out(str(path), verbose=False)
     return path
+
+
+def checked_inputs(inputs, signature):
+    """`inputs` (structured as `signature`), each passed on only after an in-graph check of its shape against its
+    spec, which fails naming the input and the shape it expects, e.g. `serving input image: expected a uint8 tensor
+    of shape (batch, 64, 64, 1); got shape [2, 32, 32, 1]`."""
+    checked = []
+    for index, (value, spec) in enumerate(zip(tf.nest.flatten(inputs), tf.nest.flatten(signature), strict=True)):
+        if spec.shape.rank is None:  # a spec of any shape: nothing to check
+            checked.append(value)
+            continue
+        name = spec.name or f"#{index}"
+        dims = spec.shape.as_list()
+        expected = "(" + ", ".join("batch" if d is None else str(d) for d in dims) + ")"
+        # Matched as text against a pattern, so that a wrong rank fails this check too (not an op on mismatched
+        # shapes). The shape is read when the graph runs: the signature can be called with any shape.
+        received = tf.strings.reduce_join(tf.strings.as_string(tf.shape(value)), separator=", ")
+        pattern = ", ".join(r"\d+" if d is None else str(d) for d in dims)
+        message = f"serving input {name}: expected a {spec.dtype.name} tensor of shape {expected}; got shape"
+        check = tf.debugging.Assert(tf.strings.regex_full_match(received, pattern), [message, received])
+        with tf.control_dependencies([check]):
+            checked.append(tf.identity(value))
+    return tf.nest.pack_sequence_as(inputs, checked)
+
+
+def _as_float32(value):
+    # Mixed-precision heads already end in float32; this keeps the promise for any model exported.
+    return tf.cast(value, tf.float32) if value.dtype in (tf.float16, tf.bfloat16) else value
 
 
 def load_saved_model(path: str | os.PathLike):

@@ -54,13 +54,14 @@ class TaskHead(keras.layers.Layer):
         self.hidden_activation = hidden_activation
         self.spatial = bool(spatial)
 
-        def project(width, act, name, dtype=None):
+        def project(width, act, name, dtype=self.dtype_policy):
             if self.spatial:
                 return keras.layers.Conv2D(width, 1, activation=act, name=name, dtype=dtype)
             return keras.layers.Dense(width, activation=act, name=name, dtype=dtype)
 
         self.hidden_layers = [project(w, hidden_activation, f"hidden_{i}") for i, w in enumerate(self.hidden_units)]
-        self.dropout_layers = [keras.layers.Dropout(self.dropout) for _ in range(len(self.hidden_units) + 1)]
+        self.dropout_layers = [keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+                               for _ in range(len(self.hidden_units) + 1)]
         self.output_layer = project(self.units, None, "output", dtype="float32")
         self.output_activation = keras.layers.Activation(activation, dtype="float32")
 
@@ -87,6 +88,11 @@ class TaskHead(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
+
+    def compute_output_spec(self, inputs, training=None):
+        # The output layers compute in float32 whatever the head's own policy (mixed precision): say so, so that a
+        # model's symbolic outputs carry the dtype its predictions have.
+        return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype=self.output_activation.compute_dtype)
 
     def get_config(self):
         return {

@@ -290,8 +290,9 @@ class LossWeightHyperModel(keras_tuner.HyperModel):
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         set_global_seed(self.job.config.seed)  # every trial starts from the same initial weights
-        model = self.job.build_model(self.tasks, self.splits)
-        return self.job.compile(model, self.tasks, loss_weights=self.loss_weights(hp))
+        with self.job.distribute_strategy().scope():  # model, optimizer and metrics on the job's replicas
+            model = self.job.new_model(self.tasks, self.splits)
+            return self.job.compile(model, self.tasks, loss_weights=self.loss_weights(hp))
 
     def fit(self, hp, model, *args, callbacks=(), verbose=1, **kwargs) -> dict[str, float]:
         """Trains `model`; returns the objective, the kept epoch and every validation number at that epoch. With

@@ -1,6 +1,13 @@
-"""One helper for every layer and builder: config round trip, .keras save/load and SavedModel export."""
+"""One helper for every layer and builder: config round trip, .keras save/load and SavedModel export; a SavedModel
+served in a fresh process."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -14,8 +21,9 @@ def assert_config_round_trip(layer: keras.layers.Layer) -> keras.layers.Layer:
     return clone
 
 
-def assert_model_round_trips(model: keras.Model, inputs, tmp_path, signature=None, atol=1e-5) -> None:
-    """The model gives the same outputs after a .keras round trip and through an exported SavedModel."""
+def assert_model_round_trips(model: keras.Model, inputs, tmp_path, signature=None, atol=1e-5):
+    """The model gives the same outputs after a .keras round trip and through an exported SavedModel; returns what
+    the SavedModel served (NumPy). `inputs` is one array, or a dict of them with a matching `signature`."""
     expected = model.predict(inputs, verbose=0)
     path = tmp_path / "model.keras"
     model.save(path)
@@ -27,9 +35,10 @@ def assert_model_round_trips(model: keras.Model, inputs, tmp_path, signature=Non
     spec = signature or [tf.TensorSpec((None,) + tuple(np.shape(inputs))[1:], tf.as_dtype(np.asarray(inputs).dtype))]
     export_saved_model(model, tmp_path / "saved_model", spec)
     saved = load_saved_model(tmp_path / "saved_model")  # kept alive: it owns the variables
-    served = saved.serve(tf.constant(inputs))
+    served = saved.serve(tf.nest.map_structure(tf.constant, inputs))
     served = {k: v.numpy() for k, v in served.items()} if isinstance(served, dict) else served.numpy()
     _assert_outputs_close(expected, served, atol)
+    return served
 
 
 def _assert_outputs_close(expected, actual, atol):
@@ -56,3 +65,41 @@ def fit_on_one_device_and_mirrored(build, tasks, dataset, strategy, learning_rat
         compile_multitask(mirrored, tasks, optimizer=keras.optimizers.SGD(learning_rate))
     mirrored.fit(dataset, epochs=1, verbose=0)
     return initial, single, mirrored
+
+
+# Run with TensorFlow alone: the SavedModel must serve without mtl_keras (not even importable by accident).
+_SERVE_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np, tensorflow as tf
+    saved = tf.saved_model.load(sys.argv[1])
+    signature = saved.signatures["serving_default"]
+    specs = signature.structured_input_signature[1]
+    rows = json.loads(sys.stdin.read())
+    given = {name: tf.constant(values, dtype=specs[name].dtype) for name, values in rows.items()}
+    outputs = {name: value.numpy() for name, value in signature(**given).items()}
+    # `serve` takes the inputs as the model does: one tensor, or a dict of columns.
+    served = saved.serve(next(iter(given.values())) if len(given) == 1 else given)
+    for name, value in served.items():
+        np.testing.assert_allclose(value.numpy(), outputs[name], atol=1e-6, err_msg=name)
+    assert "mtl_keras" not in sys.modules
+    print(json.dumps({name: value.tolist() for name, value in outputs.items()}))
+""")
+
+
+def serve_in_fresh_process(saved_model, inputs: dict) -> dict[str, np.ndarray]:
+    """Calls a SavedModel's `serving_default` signature (and `serve`, checked to agree) in a new Python process that
+    imports TensorFlow and NumPy only, on `inputs` (input name -> values; converted to the signature's dtypes
+    there); returns the outputs by name."""
+    payload = json.dumps({name: _json_ready(values) for name, values in inputs.items()})
+    result = subprocess.run([sys.executable, "-c", _SERVE_SCRIPT, str(saved_model)], input=payload,
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {name: np.asarray(values) for name, values in json.loads(result.stdout).items()}
+
+
+def _json_ready(values):
+    values = np.asarray(values)
+    if values.dtype == object:
+        return [value.decode() if isinstance(value, bytes) else value for value in values.tolist()]
+    return values.tolist()

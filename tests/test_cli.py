@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
@@ -41,31 +40,6 @@ def test_train_writes_a_complete_run_folder(trained_run):
     assert set(history) == {"multitask", "sentiment", "intensity", "domain"}
     assert "val_sentiment_loss" in history["multitask"]
     assert "Δm" in stdout and "sentiment" in stdout
-
-
-def test_saved_model_in_a_fresh_process_matches_keras_predict(trained_run, tmp_path):
-    folder, _ = trained_run
-    texts = ["What a wonderful film :)", "The market fell sharply today.", "worst phone ever!!!", ""]
-    script = textwrap.dedent(f"""
-        import json, sys
-        import tensorflow as tf
-        saved = tf.saved_model.load({str(folder / "saved_model")!r})
-        outputs = saved.serve(tf.constant({texts!r}))
-        json.dump({{k: v.numpy().tolist() for k, v in outputs.items()}}, sys.stdout)
-    """)
-    served = json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV,
-                                       check=True).stdout)
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    import mtl_keras  # noqa: F401
-
-    model = keras.models.load_model(folder / "model.keras")
-    predicted = model.predict(tf.constant(texts), verbose=0)
-    assert sorted(served) == sorted(predicted)
-    for name in predicted:
-        np.testing.assert_allclose(np.array(served[name]), predicted[name], atol=1e-5)
 
 
 def test_evaluate_recomputes_the_recorded_metrics(trained_run, capsys):

@@ -1,15 +1,12 @@
 """Tabular features, the tabular builder, and the census job end to end."""
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_cli import ENV, run_cli
+from test_cli import run_cli
 
 from helpers import assert_config_round_trip
 from mtl_keras import (
@@ -173,29 +170,6 @@ def test_census_job_writes_a_run_folder_with_baselines(census_run):
     config = json.loads((folder / "config.json").read_text())
     assert config["config"]["sharing"] == "ple" and config["config"]["sharing_options"] == {"expert_units": [8]}
     assert "income" in stdout and "marital" in stdout
-
-
-def test_census_saved_model_serves_raw_columns_in_a_fresh_process(census_run):
-    folder, _ = census_run
-    from mtl_keras.datasets.census import CENSUS_FEATURES, read_census
-
-    test = read_census("test")
-    rows = {name: (test[name][:5].tolist()) for name in CENSUS_FEATURES}
-    script = textwrap.dedent(f"""
-        import json, sys
-        import tensorflow as tf
-        saved = tf.saved_model.load({str(folder / "saved_model")!r})
-        rows = json.loads(sys.stdin.read())
-        spec = saved.signatures["serving_default"].structured_input_signature[1]
-        inputs = {{name: tf.constant(values, dtype=spec[name].dtype) for name, values in rows.items()}}
-        print(json.dumps({{k: v.numpy().tolist() for k, v in saved.serve(inputs).items()}}))
-    """)
-    served = json.loads(subprocess.run([sys.executable, "-c", script], input=json.dumps(rows), capture_output=True,
-                                       text=True, env=ENV, check=True).stdout)
-    model = keras.models.load_model(folder / "model.keras")
-    expected = model.predict(tabular_inputs({k: np.asarray(v) for k, v in rows.items()}), verbose=0)
-    for name in ("income", "marital"):
-        np.testing.assert_allclose(served[name], expected[name], atol=1e-5)
 
 
 def test_census_predict_takes_json_rows_and_names_missing_columns(census_run, capsys):

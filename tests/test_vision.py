@@ -1,15 +1,12 @@
 """Vision: scenes and MultiFashion generators, the vision builder, its metrics, the job, export and predict."""
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_cli import ENV, run_cli
+from test_cli import run_cli
 
 from helpers import assert_model_round_trips, fit_on_one_device_and_mirrored
 from mtl_keras import InputError, LabelError, Task, build_vision_model, compute_metrics
@@ -268,29 +265,6 @@ def test_vision_job_writes_a_run_folder_with_baselines(vision_run):
     config = json.loads((folder / "config.json").read_text())
     assert config["config"]["filters"] == [4, 8, 8, 8] and config["config"]["loss_weights"] == {"box": 10.0}
     assert "mean_iou" in stdout
-
-
-def test_vision_saved_model_serves_uint8_images_and_masks_in_a_fresh_process(vision_run):
-    folder, _ = vision_run
-    scenes = generate_scenes(*load_fashion_mnist()[1], num_scenes=3, seed=9)
-    script = textwrap.dedent(f"""
-        import json, sys
-        import numpy as np, tensorflow as tf
-        saved = tf.saved_model.load({str(folder / "saved_model")!r})
-        images = tf.constant(np.array(json.loads(sys.stdin.read()), dtype=np.uint8))
-        signature = saved.signatures["serving_default"]
-        spec = signature.structured_input_signature[1]
-        assert [(s.dtype.name, s.shape.as_list()) for s in spec.values()] == [("uint8", [None, 64, 64, 1])], spec
-        print(json.dumps({{k: v.numpy().tolist() for k, v in saved.serve(images).items()}}))
-    """)
-    served = json.loads(subprocess.run([sys.executable, "-c", script], input=json.dumps(scenes["image"].tolist()),
-                                       capture_output=True, text=True, env=ENV, check=True).stdout)
-    model = keras.models.load_model(folder / "model.keras")
-    expected = model.predict(scenes["image"], verbose=0)
-    assert set(served) == {"segmentation", "segmentation_mask", "presence", "count", "box"}
-    for name in expected:
-        np.testing.assert_allclose(served[name], expected[name], atol=1e-4)
-    np.testing.assert_array_equal(served["segmentation_mask"], expected["segmentation"].argmax(-1))
 
 
 def test_vision_predict_writes_a_mask_png_and_refuses_wrong_sizes(vision_run, tmp_path, capsys):

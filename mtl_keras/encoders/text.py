@@ -67,7 +67,8 @@ class ConvTextEncoder(keras.layers.Layer):
         self.kernel_sizes = tuple(int(k) for k in kernel_sizes)
         self.activation = activation
         self.convolutions = [
-            keras.layers.Conv1D(self.filters, k, padding="same", activation=activation, name=f"conv_{k}")
+            keras.layers.Conv1D(self.filters, k, padding="same", activation=activation, name=f"conv_{k}",
+                                dtype=self.dtype_policy)
             for k in self.kernel_sizes
         ]
         self.supports_masking = True
@@ -110,7 +111,8 @@ class BiLSTMTextEncoder(keras.layers.Layer):
         self.units = int(units)
         self.dropout = float(dropout)
         self.recurrent = keras.layers.Bidirectional(
-            keras.layers.LSTM(self.units, return_sequences=True, dropout=self.dropout), name="bilstm"
+            keras.layers.LSTM(self.units, return_sequences=True, dropout=self.dropout, dtype=self.dtype_policy),
+            name="bilstm", dtype=self.dtype_policy,
         )
         self.supports_masking = True
 
@@ -154,14 +156,16 @@ class TransformerBlock(keras.layers.Layer):
 
     def build(self, input_shape):
         dim = input_shape[-1]
-        self.attention_norm = keras.layers.LayerNormalization(name="attention_norm")
+        self.attention_norm = keras.layers.LayerNormalization(name="attention_norm", dtype=self.dtype_policy)
         self.attention = keras.layers.MultiHeadAttention(
-            self.num_heads, max(dim // self.num_heads, 1), dropout=self.dropout, name="attention"
+            self.num_heads, max(dim // self.num_heads, 1), dropout=self.dropout, name="attention",
+            dtype=self.dtype_policy,
         )
-        self.feedforward_norm = keras.layers.LayerNormalization(name="feedforward_norm")
-        self.feedforward_in = keras.layers.Dense(self.feedforward_dim, activation="gelu", name="feedforward_in")
-        self.feedforward_out = keras.layers.Dense(dim, name="feedforward_out")
-        self.residual_dropout = keras.layers.Dropout(self.dropout)
+        self.feedforward_norm = keras.layers.LayerNormalization(name="feedforward_norm", dtype=self.dtype_policy)
+        self.feedforward_in = keras.layers.Dense(self.feedforward_dim, activation="gelu", name="feedforward_in",
+                                                 dtype=self.dtype_policy)
+        self.feedforward_out = keras.layers.Dense(dim, name="feedforward_out", dtype=self.dtype_policy)
+        self.residual_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
         self.attention_norm.build(input_shape)
         self.attention.build(input_shape, input_shape)
         self.feedforward_norm.build(input_shape)
@@ -205,9 +209,9 @@ class TransformerTextEncoder(keras.layers.Layer):
         self.feedforward_dim = int(feedforward_dim)
         self.dropout = float(dropout)
         self.max_length = int(max_length)
-        self.blocks = [TransformerBlock(num_heads, feedforward_dim, dropout, name=f"block_{i}")
+        self.blocks = [TransformerBlock(num_heads, feedforward_dim, dropout, name=f"block_{i}", dtype=self.dtype_policy)
                        for i in range(self.num_layers)]
-        self.final_norm = keras.layers.LayerNormalization(name="final_norm")
+        self.final_norm = keras.layers.LayerNormalization(name="final_norm", dtype=self.dtype_policy)
         self.supports_masking = True
 
     def build(self, input_shape):

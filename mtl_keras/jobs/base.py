@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,13 +29,16 @@ import tensorflow as tf
 
 from mtl_keras import __version__
 from mtl_keras.datasets.splits import Split, Splits
+from mtl_keras.distribute import get_strategy, is_chief, is_multi_worker
 from mtl_keras.evaluation import compute_metrics, delta_m, task_deltas
 from mtl_keras.export import atomic_directory, export_saved_model
 from mtl_keras.seeds import DEFAULT_SEED, set_global_seed
 from mtl_keras.tasks import Task, as_task_dict
+from mtl_keras.training.backup import TrainingBackup
 from mtl_keras.training.callbacks import MeanRelativeValidationLoss, StopOnNonFiniteLoss
 from mtl_keras.training.compile import compile_multitask, resolve_loss_weights
 from mtl_keras.training.gradients import get_gradient_method
+from mtl_keras.training.precision import loss_scaled, mixed_precision
 from mtl_keras.training.weighting import get_weighting
 
 
@@ -53,6 +58,10 @@ class JobConfig:
     gradient: str | None = None
     gradient_options: dict[str, Any] | None = None
     baselines: bool = False
+    mixed_precision: bool = False  # mixed_float16 on a GPU, mixed_bfloat16 on CPUs (mtl_keras.training.precision)
+    strategy: str = "none"  # none, mirrored[:DEVICE,...], multi_worker (TF_CONFIG), auto: mtl_keras.distribute
+    backup_dir: str | None = None  # back training up here; a restarted run resumes from it (training/backup.py)
+    backup_every: int | None = None  # batches between backups, beside the one at each epoch's end
 
 
 class Job:
@@ -91,8 +100,8 @@ class Job:
         given = self.config.loss_weights if loss_weights is None else loss_weights
         # A baseline has one of the job's tasks: it takes that task's weight (its scale does not matter alone).
         loss_weights = {k: v for k, v in (given or {}).items() if k in {t.name for t in tasks}}
-        return compile_multitask(model, tasks, loss_weights=loss_weights, optimizer=self.optimizer(),
-                                 **self.balancing(tasks))
+        return compile_multitask(model, tasks, loss_weights=loss_weights,
+                                 optimizer=loss_scaled(self.optimizer(), model.dtype_policy), **self.balancing(tasks))
 
     def balancing(self, tasks: list[Task]) -> dict[str, Any]:
         """The loss weighting and gradient method objects for a training of `tasks` (none for a single task: a
@@ -102,17 +111,38 @@ class Job:
         return {"weighting": get_weighting(self.config.weighting, **(self.config.weighting_options or {})),
                 "gradient": get_gradient_method(self.config.gradient, **(self.config.gradient_options or {}))}
 
+    def new_model(self, tasks: list[Task], splits: Splits) -> keras.Model:
+        """`build_model` under the job's dtype policy: mixed precision with `config.mixed_precision`, the global
+        policy restored afterwards."""
+        with mixed_precision(self.config.mixed_precision):
+            return self.build_model(tasks, splits)
+
     def optimizer(self) -> keras.optimizers.Optimizer:
-        """A fresh optimizer for one training."""
+        """A fresh optimizer for one training (`compile` wraps it for loss scaling where float16 needs it)."""
         return keras.optimizers.Adam(self.config.learning_rate)
+
+    def distribute_strategy(self) -> tf.distribute.Strategy:
+        """The job's tf.distribute strategy (`config.strategy`, see `mtl_keras.distribute.get_strategy`)."""
+        return get_strategy(self.config.strategy)
+
+    def backup(self, tasks: list[Task]) -> TrainingBackup | None:
+        """Where the training of `tasks` backs up to (`config.backup_dir`, one folder per model), or None."""
+        if not self.config.backup_dir:
+            return None
+        name = "multitask" if len(tasks) > 1 else f"single-{tasks[0].name}"
+        return TrainingBackup(Path(self.config.backup_dir) / name, save_every=self.config.backup_every)
 
     def train(self, tasks: list[Task], splits: Splits, verbose: int | str = "auto",
               callbacks: list | None = None) -> tuple[keras.Model, dict]:
-        """Builds, compiles and fits a model for `tasks`; returns it (best validation weights) and its history.
-        `callbacks` run after the job's own (`self.callbacks(tasks)`)."""
+        """Builds, compiles and fits a model for `tasks` under the job's strategy (model, optimizer, metrics and loss
+        weighting are created in its scope); returns it (best validation weights) and its history. `callbacks` run
+        after the job's own (`self.callbacks(tasks)`). With `config.backup_dir`, a training killed before its end
+        resumes from its backup when started again."""
         set_global_seed(self.config.seed)
-        model = self.compile(self.build_model(tasks, splits), tasks)
-        return model, self.fit(model, tasks, splits, verbose, callbacks=[*self.callbacks(tasks), *(callbacks or [])])
+        with self.distribute_strategy().scope():
+            model = self.compile(self.new_model(tasks, splits), tasks)
+        return model, self.fit(model, tasks, splits, verbose, callbacks=[*self.callbacks(tasks), *(callbacks or [])],
+                               backup=self.backup(tasks))
 
     def callbacks(self, tasks: list[Task], relative_loss: MeanRelativeValidationLoss | None = None) -> list:
         """One training's callbacks: the non-finite loss guard, `val_mean_relative_loss` (as `relative_loss` computes
@@ -125,11 +155,18 @@ class Job:
         ]
 
     def fit(self, model: keras.Model, tasks: list[Task], splits: Splits, verbose: int | str = "auto",
-            callbacks: list | None = None) -> dict[str, list[float]]:
+            callbacks: list | None = None, backup: TrainingBackup | None = None) -> dict[str, list[float]]:
         """Fits a compiled model on the training split, validated on the validation split, with `callbacks` (default
-        `self.callbacks(tasks)`); raises `NonFiniteLossError` if the loss diverged; returns the per-epoch logs."""
+        `self.callbacks(tasks)`) and, if given, backing up to `backup` (our loop, `mtl_keras.training.loop`, as
+        under a multi-worker strategy; otherwise Keras' `fit`); raises `NonFiniteLossError` if the loss diverged;
+        returns the per-epoch logs."""
         callbacks = self.callbacks(tasks) if callbacks is None else callbacks
-        history = model.fit(
+        fit = model.fit
+        if backup is not None:
+            from mtl_keras.training.loop import fit_distributed
+
+            fit = functools.partial(fit_distributed, model, backup=backup)
+        history = fit(
             self.dataset(splits.train, tasks, training=True),
             validation_data=self.dataset(splits.validation, tasks, training=False),
             epochs=self.config.epochs,
@@ -147,8 +184,10 @@ class Job:
         predictions = predict_in_batches(model, self.model_inputs(split.inputs))
         return compute_metrics(tasks, predictions, split.labels, split.masks)
 
-    def run(self, output: str | Path | None = None, overwrite: bool = False, verbose: int | str = "auto") -> Path:
-        """Trains the multi-task model (and baselines if asked), then writes the run folder; returns its path."""
+    def run(self, output: str | Path | None = None, overwrite: bool = False, verbose: int | str = "auto"
+            ) -> Path | None:
+        """Trains the multi-task model (and baselines if asked), then writes the run folder; returns its path (None on
+        a multi-worker strategy's workers other than the chief, which alone writes the folder)."""
         splits = self.load_data()
         tasks = splits.tasks
         resolve_loss_weights(as_task_dict(tasks), self.config.loss_weights)  # bad names fail before any training
@@ -156,6 +195,7 @@ class Job:
         if output.exists() and not overwrite:  # checked again when writing; this saves a wasted training
             raise FileExistsError(f"{output} already exists; choose another --output or pass --overwrite.")
         model, history = self.train(tasks, splits, verbose)
+        model = self.local_copy(model, tasks, splits)
         metrics = {"test": self.evaluate(model, tasks, splits.test),
                    "validation": self.evaluate(model, tasks, splits.validation)}
         histories = {"multitask": history}
@@ -164,6 +204,7 @@ class Job:
             for task in tasks:
                 _log(f"baseline: single-task model for {task.name!r}")
                 baseline, histories[task.name] = self.train([task], splits, verbose)
+                baseline = self.local_copy(baseline, [task], splits)
                 single[task.name] = self.evaluate(baseline, [task], splits.test)[task.name]
             metrics["single_task_test"] = single
             try:
@@ -172,6 +213,8 @@ class Job:
             except ValueError as error:  # a baseline metric of 0 (e.g. a tiny run): keep the models, say why
                 metrics["delta_m_error"] = str(error)
                 _log(f"Δm not computed: {error}")
+        if not is_chief(self.distribute_strategy()):
+            return None  # the chief writes the run folder
         with atomic_directory(output, overwrite=overwrite) as folder:
             model.save(folder / "model.keras")
             export_saved_model(model, folder / "saved_model", self.serving_signature(model), tasks=tasks)
@@ -183,7 +226,32 @@ class Job:
                 "tasks": [task.get_config() for task in tasks],
                 "versions": {"mtl_keras": __version__, "tensorflow": tf.__version__, "keras": keras.__version__},
             })
+        self.delete_backups(tasks)  # the run folder holds the results now
         return output
+
+    def local_copy(self, model: keras.Model, tasks: list[Task], splits: Splits) -> keras.Model:
+        """`model` itself, or, when it was trained under a multi-worker strategy, the same model (weights and
+        optimizer state) rebuilt on this process's device: evaluation, `model.save` and SavedModel export then run
+        in each process alone, with no collective op that every worker would have to join."""
+        if not is_multi_worker(self.distribute_strategy()):
+            return model
+        set_global_seed(self.config.seed)
+        copy = self.compile(self.new_model(tasks, splits), tasks)
+        copy.set_weights(model.get_weights())
+        copy.optimizer.build(copy.trainable_variables)
+        for target, source in zip(copy.optimizer.variables, model.optimizer.variables, strict=True):
+            target.assign(source.numpy())
+        return copy
+
+    def delete_backups(self, tasks: list[Task]) -> None:
+        """Removes the backups of this run's trainings (and `config.backup_dir` itself, if nothing else is left)."""
+        if not self.config.backup_dir:
+            return
+        for task_set in [tasks, *([[task] for task in tasks] if self.config.baselines else [])]:
+            self.backup(task_set).delete()
+        folder = Path(self.config.backup_dir)
+        if folder.is_dir() and not any(folder.iterdir()):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def predict_in_batches(model, inputs, batch_size: int = 512) -> dict[str, np.ndarray]:

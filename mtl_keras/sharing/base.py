@@ -52,9 +52,9 @@ class DenseStack(keras.layers.Layer):
         self.units = check_units(units, type(self).__name__)
         self.activation = activation
         self.dropout = float(dropout)
-        self.dense_layers = [keras.layers.Dense(width, activation=activation, name=f"dense_{i}")
-                             for i, width in enumerate(self.units)]
-        self.dropout_layers = [keras.layers.Dropout(self.dropout) for _ in self.units]
+        self.dense_layers = [keras.layers.Dense(width, activation=activation, name=f"dense_{i}",
+                                                dtype=self.dtype_policy) for i, width in enumerate(self.units)]
+        self.dropout_layers = [keras.layers.Dropout(self.dropout, dtype=self.dtype_policy) for _ in self.units]
 
     def build(self, input_shape):
         shape = tuple(input_shape)

@@ -97,12 +97,13 @@ class CrossStitch(SharingLayer):
         self.activation = activation
         self.dropout = float(dropout)
         self.layers_by_task = {
-            name: [DenseStack((width,), activation, dropout, name=f"{name}_layer_{depth}")
+            name: [DenseStack((width,), activation, dropout, name=f"{name}_layer_{depth}", dtype=self.dtype_policy)
                    for depth, width in enumerate(self.units)]
             for name in self.task_names
         }
         self.units_by_depth = {
-            f"depth_{depth}": CrossStitchUnit(len(self.task_names), self_weight, name=f"cross_stitch_{depth}")
+            f"depth_{depth}": CrossStitchUnit(len(self.task_names), self_weight, name=f"cross_stitch_{depth}",
+                                              dtype=self.dtype_policy)
             for depth in self.stitch_after
         }
 

@@ -35,7 +35,8 @@ class HardSharing(SharingLayer):
     def __init__(self, task_names: Sequence[str], units: Sequence[int] = (), activation: str = "relu",
                  dropout: float = 0.0, **kwargs):
         super().__init__(task_names, **kwargs)
-        self.bottom = DenseStack(units, activation=activation, dropout=dropout, name="shared_bottom")
+        self.bottom = DenseStack(units, activation=activation, dropout=dropout, name="shared_bottom",
+                                 dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.bottom.build(input_shape)

@@ -54,9 +54,9 @@ class Gate(keras.layers.Layer):
         if int(num_experts) < 1:
             raise ValueError(f"Gate: num_experts must be >= 1, got {num_experts}.")
         self.num_experts = int(num_experts)
-        self.hidden = DenseStack(hidden_units, name="hidden")
+        self.hidden = DenseStack(hidden_units, name="hidden", dtype=self.dtype_policy)
         # Softmax in float32: gate values are read by users and must sum to 1 even under mixed precision.
-        self.logits = keras.layers.Dense(self.num_experts, name="logits")
+        self.logits = keras.layers.Dense(self.num_experts, name="logits", dtype=self.dtype_policy)
         self.softmax = keras.layers.Softmax(dtype="float32")
 
     def build(self, input_shape):
@@ -96,9 +96,11 @@ class MMoE(SharingLayer):
         self.gate_hidden_units = check_units(gate_hidden_units, "MMoE gate_hidden_units")
         self.activation = activation
         self.dropout = float(dropout)
-        self.experts = [DenseStack(self.expert_units, activation, dropout, name=f"expert_{k}")
+        self.experts = [DenseStack(self.expert_units, activation, dropout, name=f"expert_{k}",
+                                   dtype=self.dtype_policy)
                         for k in range(self.num_experts)]
-        self.task_gates = {name: Gate(self.num_experts, self.gate_hidden_units, name=f"gate_{name}")
+        self.task_gates = {name: Gate(self.num_experts, self.gate_hidden_units, name=f"gate_{name}",
+                                      dtype=self.dtype_policy)
                            for name in self.task_names}
 
     def build(self, input_shape):

@@ -31,10 +31,10 @@ from keras import ops
 from mtl_keras.sharing.base import DenseStack, SharingLayer, check_units
 
 
-def _projection(rank: int, width: int, activation: str | None, name: str, kernel_size: int = 1):
+def _projection(rank: int, width: int, activation: str | None, name: str, kernel_size: int = 1, dtype=None):
     if rank == 4:
-        return keras.layers.Conv2D(width, kernel_size, padding="same", activation=activation, name=name)
-    return keras.layers.Dense(width, activation=activation, name=name)
+        return keras.layers.Conv2D(width, kernel_size, padding="same", activation=activation, name=name, dtype=dtype)
+    return keras.layers.Dense(width, activation=activation, name=name, dtype=dtype)
 
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
@@ -55,7 +55,7 @@ class TaskAttention(SharingLayer):
         self.units = check_units(units, "TaskAttention")
         self.activation = activation
         self.dropout = float(dropout)
-        self.shared_layers = [DenseStack((width,), activation, dropout, name=f"shared_{depth}")
+        self.shared_layers = [DenseStack((width,), activation, dropout, name=f"shared_{depth}", dtype=self.dtype_policy)
                               for depth, width in enumerate(self.units)]
 
     def _feature_shapes(self, input_shape) -> list[tuple]:
@@ -97,14 +97,15 @@ class TaskAttention(SharingLayer):
         for name in self.task_names:
             for depth, shape in enumerate(shapes):
                 channels = shape[-1]
-                hidden = _projection(rank, channels, "relu", f"{name}_mask_{depth}_hidden")
-                gate = _projection(rank, channels, "sigmoid", f"{name}_mask_{depth}")
+                hidden = _projection(rank, channels, "relu", f"{name}_mask_{depth}_hidden", dtype=self.dtype_policy)
+                gate = _projection(rank, channels, "sigmoid", f"{name}_mask_{depth}", dtype=self.dtype_policy)
                 mask_input = shape if depth == 0 else shape[:-1] + (channels + channels,)
                 hidden.build(mask_input)
                 gate.build(shape)
                 self.masks[f"{name}_{depth}"] = [hidden, gate]
                 if depth > 0:
-                    carry = _projection(rank, channels, "relu", f"{name}_carry_{depth}", kernel_size=3)
+                    carry = _projection(rank, channels, "relu", f"{name}_carry_{depth}", kernel_size=3,
+                                        dtype=self.dtype_policy)
                     carry.build(shapes[depth - 1])
                     self.carries[f"{name}_{depth}"] = carry
 

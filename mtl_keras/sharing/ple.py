@@ -64,7 +64,8 @@ class PLE(SharingLayer):
         self.dropout = float(dropout)
 
         def experts(owner, level, count):
-            return [DenseStack(self.expert_units, activation, dropout, name=f"level{level}_{owner}_expert_{k}")
+            return [DenseStack(self.expert_units, activation, dropout, name=f"level{level}_{owner}_expert_{k}",
+                               dtype=self.dtype_policy)
                     for k in range(count)]
 
         per_task_gate = self.num_task_experts + self.num_shared_experts
@@ -75,10 +76,11 @@ class PLE(SharingLayer):
             self.levels.append({
                 "shared_experts": experts("shared", level, self.num_shared_experts),
                 "task_experts": {name: experts(name, level, self.num_task_experts) for name in self.task_names},
-                "task_gates": {name: Gate(per_task_gate, self.gate_hidden_units, name=f"level{level}_gate_{name}")
+                "task_gates": {name: Gate(per_task_gate, self.gate_hidden_units, name=f"level{level}_gate_{name}",
+                                          dtype=self.dtype_policy)
                                for name in self.task_names},
                 "shared_gate": None if last else Gate(all_experts, self.gate_hidden_units,
-                                                      name=f"level{level}_gate_shared"),
+                                                      name=f"level{level}_gate_shared", dtype=self.dtype_policy),
             })
 
     def build(self, input_shape):

@@ -50,7 +50,7 @@ class SoftSharing(SharingLayer):
         self.penalty = float(penalty)
         self.activation = activation
         self.dropout = float(dropout)
-        self.towers = {name: DenseStack(self.units, activation, dropout, name=f"tower_{name}")
+        self.towers = {name: DenseStack(self.units, activation, dropout, name=f"tower_{name}", dtype=self.dtype_policy)
                        for name in self.task_names}
 
     def build(self, input_shape):

@@ -301,7 +301,8 @@ def _regularization(model) -> tf.Tensor:
 
 
 def _flatten(gradients, variables) -> tf.Tensor:
-    return tf.concat([tf.reshape(tf.zeros(v.shape, tf.float32) if g is None else tf.cast(g, tf.float32), [-1])
+    # `tf.shape`, not `.shape`: a representation tensor has an unknown batch size.
+    return tf.concat([tf.reshape(tf.zeros(tf.shape(v), tf.float32) if g is None else tf.cast(g, tf.float32), [-1])
                       for g, v in zip(gradients, variables, strict=True)], axis=0)
 
 

@@ -42,6 +42,13 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         if self.failure:
             raise NonFiniteLossError(self.failure)
 
+    def backup_state(self) -> dict:
+        """What a `TrainingBackup` keeps of this callback, to resume a training."""
+        return {"failure": self.failure}
+
+    def restore_backup_state(self, state: dict) -> None:
+        self.failure = state["failure"]
+
 
 class MeanRelativeValidationLoss(keras.callbacks.Callback):
     """Adds `val_mean_relative_loss` to the epoch logs: the mean over tasks of each task's validation loss divided by
@@ -71,3 +78,10 @@ class MeanRelativeValidationLoss(keras.callbacks.Callback):
             self.reference = current
         ratios = [value / self.reference[name] if self.reference[name] > 0 else 0.0 for name, value in current.items()]
         logs["val_mean_relative_loss"] = sum(ratios) / len(ratios)
+
+    def backup_state(self) -> dict:
+        """What a `TrainingBackup` keeps of this callback (the first epoch's losses), to resume a training."""
+        return {"reference": self.reference}
+
+    def restore_backup_state(self, state: dict) -> None:
+        self.reference = state["reference"]

@@ -8,6 +8,9 @@ that `.keras` files load back as it. What it adds:
   travel in the compile config, so a `.keras` file reloads with its method and the method's state (uncertainty's
   log-variances, GradNorm's weights...). Training then runs `mtl_keras.training.balancing.Balancer`'s step; logs
   gain `<task>_weight` and, with a gradient method, `cosine_<a>_<b>` (epoch means).
+- `fit(..., loop="auto"|"keras"|"custom", backup=None)`: Keras' `fit`, or our loop
+  (`mtl_keras.training.loop.fit_distributed`), which it takes by itself under `MultiWorkerMirroredStrategy` (where
+  Keras' `fit` fails) and with a `backup` (a `TrainingBackup`: resume after a kill).
 - training under tf.distribute with string inputs (raw text, categorical columns): before the first step Keras
   averages one batch over the replicas to build the model's metrics, and tf.distribute cannot add strings (`AddN` of
   string fails). A functional model needs no averaged batch, so this model builds from the first replica's part.
@@ -30,6 +33,7 @@ from collections.abc import Mapping
 import keras
 import tensorflow as tf
 
+from mtl_keras.distribute import is_multi_worker
 from mtl_keras.training.balancing import Balancer, BalancingMonitor
 from mtl_keras.training.gradients import get_gradient_method
 from mtl_keras.training.weighting import get_weighting
@@ -99,10 +103,21 @@ class MultiTaskModel(keras.Model):
             return super().test_step(data)
         return self._balancer.test_step(self, data)
 
-    def fit(self, *args, callbacks=None, **kwargs):
+    def fit(self, *args, callbacks=None, loop: str = "auto", backup=None, **kwargs):
+        """Keras' `fit`, or our loop (`mtl_keras.training.loop.fit_distributed`, on a tf.data.Dataset) with
+        `loop="custom"`, with a `backup` (a `TrainingBackup`), and by default under `MultiWorkerMirroredStrategy`,
+        where Keras' `fit` fails; `loop="keras"` insists on Keras' `fit`."""
+        if loop not in ("auto", "keras", "custom"):
+            raise ValueError(f"loop must be 'auto', 'keras' or 'custom', got {loop!r}.")
         callbacks = list(callbacks or [])
         if getattr(self, "_balancer", None) is not None:
             callbacks.insert(0, EpochHooks())
+        if loop == "custom" or (loop == "auto" and (backup is not None or is_multi_worker(self.distribute_strategy))):
+            from mtl_keras.training.loop import fit_distributed  # it imports this module
+
+            return fit_distributed(self, *args, callbacks=callbacks, backup=backup, **kwargs)
+        if backup is not None:
+            raise ValueError("backup= needs our loop (loop='custom' or 'auto'); Keras' fit has no mid-epoch resume.")
         return super().fit(*args, callbacks=callbacks, **kwargs)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
