@@ -9,14 +9,16 @@ task table's metrics) on VADER texts, the same global batch everywhere. Two meas
    strategy, MirroredStrategy over one logical device, and over two; Keras' `fit`. The two logical devices share
    the machine's cores (two here), so this measures what synchronous replicas cost on one machine, not a speed-up
    that more hardware would give.
-2. The multi-worker path: one process with Keras' `fit`, one process with our loop (`fit_distributed`), and two
-   worker processes on 127.0.0.1 under MultiWorkerMirroredStrategy (our loop; each worker takes half of each global
-   batch), and one worker process alone under the same strategy (the path's own cost, without a second process).
-   The processes run one configuration at a time; the two workers share the two cores.
+2. The multi-worker path: one process with Keras' `fit`, one process with our loop (`fit_distributed`), one worker
+   process alone under MultiWorkerMirroredStrategy (the path's own cost), and two worker processes on 127.0.0.1
+   under it (our loop; each worker takes half of each global batch). All start at once; then one configuration
+   at a time runs its steps while the others wait; the two workers share the two cores.
 
 Timing: after a warm-up fit (tracing), each round fits `--steps` steps of every configuration (the order reversed
 from round to round), timing each step between the batch callbacks; a configuration's figure is the median step
 over all rounds, as examples (global batch) per second, and its ratio to the first configuration of its group.
+Drift in the speed of this shared machine (other jobs) thus hits every configuration of a group alike; the two
+groups ran at different times, so compare ratios within a group, not milliseconds across groups.
 Writes benchmarks/results/distribute_scaling.json and .txt (with the command line and the machine).
 """
 
@@ -107,46 +109,78 @@ def mirrored_scaling(args) -> list[dict]:
 
 
 # --- 2. the multi-worker path, in separate processes ---------------------------------------------------------------
+PATH_CONFIGURATIONS = (("one process, Keras fit", "keras", 1, 1), ("one process, our loop", "custom", 1, 1),
+                       ("one worker process, our loop", "multi_worker", 1, 1),
+                       ("two worker processes, our loop", "multi_worker", 2, 2))  # name, mode, processes, replicas
+
+
 def worker(args) -> int:
-    """One process of part 2: `--worker keras|custom|multi_worker`, results to `--json`."""
+    """One process of part 2 (`--worker keras|custom|multi_worker`): builds and traces, says `ready`, then times
+    `--steps` steps each time the main process says `go` for a round; writes its step times to `--json`."""
     strategy = get_strategy("multi_worker" if args.worker == "multi_worker" else "none")  # first, before TF work
     texts, tasks, dataset = prepare(args.examples, args.batch_size)
     model = build(texts, tasks, strategy)
     loop = "keras" if args.worker == "keras" else "custom"
-    start = time.perf_counter()
     timed_steps(model, dataset, 3, loop)  # traces
-    traced = time.perf_counter() - start
+    sync, tag = Path(args.sync), Path(args.json).stem
+    (sync / f"ready-{tag}").touch()
     seconds = []
-    for _ in range(args.rounds):
+    for round_index in range(args.rounds):
+        _wait_for([sync / f"go-{tag.rsplit('-', 1)[0]}-{round_index}"])
         seconds += timed_steps(model, dataset, args.steps, loop)
-    Path(args.json).write_text(json.dumps({"seconds": seconds, "trace_seconds": traced}))
+        (sync / f"done-{tag}-{round_index}").touch()
+    Path(args.json).write_text(json.dumps({"seconds": seconds}))
     return 0
 
 
 def multi_worker_overhead(args, scratch: Path) -> list[dict]:
+    """Every configuration's processes start at once and trace; then, round after round (the order reversed from
+    round to round), one configuration at a time times its steps while the others wait, idle: drift in the speed
+    of a shared machine hits every configuration alike."""
     common = [sys.executable, __file__, "--examples", str(args.examples), "--batch-size", str(args.batch_size),
-              "--steps", str(args.steps), "--rounds", str(args.rounds)]
+              "--steps", str(args.steps), "--rounds", str(args.rounds), "--sync", str(scratch)]
     env = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
-    seconds = {}
-    for name, mode, configs in (("one process, Keras fit", "keras", [None]),
-                                ("one process, our loop", "custom", [None]),
-                                ("one worker process, our loop", "multi_worker", local_cluster(1)),
-                                ("two worker processes, our loop", "multi_worker", local_cluster(2))):
-        start = time.perf_counter()
-        processes = []
-        for index, config in enumerate(configs):
+    processes, tags = [], {}
+    for number, (name, mode, count, _) in enumerate(PATH_CONFIGURATIONS):
+        configs = local_cluster(count) if mode == "multi_worker" else [None]
+        tags[name] = [f"c{number}-{index}" for index in range(count)]
+        for tag, config in zip(tags[name], configs, strict=True):
             extra = {"TF_CONFIG": config} if config else {}
-            command = [*common, "--worker", mode, "--json", str(scratch / f"{name}-{index}.json")]
+            command = [*common, "--worker", mode, "--json", str(scratch / f"{tag}.json")]
             processes.append(subprocess.Popen(command, env={**env, **extra}, stdout=subprocess.PIPE,
                                               stderr=subprocess.STDOUT, text=True))
+    try:
+        start = time.perf_counter()
+        _wait_for([scratch / f"ready-{tag}" for group in tags.values() for tag in group], processes)
+        _log(f"  {len(processes)} processes started and traced in {time.perf_counter() - start:.0f} s")
+        for round_index in range(args.rounds):
+            names = list(tags) if round_index % 2 == 0 else list(reversed(tags))
+            for name in names:
+                (scratch / f"go-{tags[name][0].rsplit('-', 1)[0]}-{round_index}").touch()
+                _wait_for([scratch / f"done-{tag}-{round_index}" for tag in tags[name]], processes)
+            _log(f"  round {round_index + 1}/{args.rounds} done")
         for process in processes:
-            output, _ = process.communicate(timeout=900)
+            output, _ = process.communicate(timeout=600)
             if process.returncode:
-                raise RuntimeError(f"{name}: a process failed:\n{output[-3000:]}")
-        seconds[name] = json.loads((scratch / f"{name}-0.json").read_text())["seconds"]  # the workers step together
-        _log(f"  {name}: {statistics.median(seconds[name]) * 1000:.0f} ms/step "
-             f"({time.perf_counter() - start:.0f} s with start-up and tracing)")
-    return _rows(seconds, args.batch_size, replicas=[1, 1, 1, 2])
+                raise RuntimeError(f"a worker process failed:\n{output[-3000:]}")
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    seconds = {name: json.loads((scratch / f"{group[0]}.json").read_text())["seconds"]  # the workers step together
+               for name, group in tags.items()}
+    return _rows(seconds, args.batch_size, replicas=[replicas for *_, replicas in PATH_CONFIGURATIONS])
+
+
+def _wait_for(paths: list[Path], processes: list | None = None, timeout: float = 900) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(path.exists() for path in paths):
+        for process in processes or []:
+            if process.poll() not in (None, 0):
+                raise RuntimeError(f"a worker process failed:\n{process.communicate()[0][-3000:]}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout:.0f} s for {[str(p) for p in paths if not p.exists()]}")
+        time.sleep(0.05)
 
 
 def _rows(seconds: dict[str, list[float]], batch_size: int, replicas: list[int]) -> list[dict]:
@@ -180,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1024 texts, 6 steps, 1 round")
     parser.add_argument("--worker", choices=["keras", "custom", "multi_worker"], help=argparse.SUPPRESS)
     parser.add_argument("--json", help=argparse.SUPPRESS)
+    parser.add_argument("--sync", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.examples, args.steps, args.rounds = 1024, 6, 1

@@ -62,7 +62,7 @@ def get_strategy(name: str | tf.distribute.Strategy | None = "none") -> tf.distr
         kind = _auto_kind()
     if kind in ("none", "default"):
         return tf.distribute.get_strategy()
-    key = f"{kind}:{devices}"
+    key = f"{kind}:{','.join(device.strip().lower() for device in devices.split(',') if device.strip())}"
     if key not in _STRATEGIES:
         _STRATEGIES[key] = _mirrored(devices) if kind == "mirrored" else _multi_worker()
     return _STRATEGIES[key]

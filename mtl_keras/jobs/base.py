@@ -10,6 +10,12 @@ A run folder holds:
 
 The folder is written to a temporary place and moved into position only when complete, so a failed or diverged run
 never leaves a half-written folder nor damages an earlier one.
+
+Training runs under `config.strategy` (`mtl_keras.distribute.get_strategy`: models, optimizers and metrics are
+created in its scope); under a multi-worker strategy every worker trains (our loop, `mtl_keras.training.loop`),
+evaluates a copy of the model on its own device, and only the chief writes the run folder. With
+`config.backup_dir`, each training backs up as it goes (`mtl_keras.training.backup`) and a run started again after
+a kill resumes where its backup left off; the backups are removed once the run folder is written.
 """
 
 from __future__ import annotations

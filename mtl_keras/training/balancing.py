@@ -234,19 +234,25 @@ class Balancer:
                               scale, step, context):
         task_gradients = [tape.gradient(target, variables) for target in scaled_tasks]  # connectivity only
         shared, own, other = self._partition(task_gradients, variables)
-        flat = tf.stack([_flatten(tape.gradient(target, representation), representation)
-                         for target in scaled_tasks]) / scale
+        gradients = [None] * len(variables)
+        # Each task's backward pass to the representation also yields its own weights' gradients (e.g. a decoder
+        # only the segmentation loss reaches), so no further pass goes back through them.
+        flat = []
+        for target, reached in zip(scaled_tasks, task_gradients, strict=True):
+            mine = [i for i in own if reached[i] is not None]
+            results = tape.gradient(target, representation + [variables[i] for i in mine])
+            flat.append(_flatten(results[:len(representation)], representation))
+            for i, gradient in zip(mine, results[len(representation):], strict=True):
+                gradients[i] = gradient
+        flat = tf.stack(flat) / scale
         gram = context.all_reduce(SUM, tf.matmul(flat, flat, transpose_b=True))
         alpha, cosines = self._combine(gram, step)
         finite = tf.reduce_all(tf.math.is_finite(gram))
         alpha = tf.where(finite, alpha, tf.fill(tf.shape(alpha), float("nan")))
-        gradients = [None] * len(variables)
         # One backward pass of sum_t alpha_t (w_t L_t) for the shared weights (targets weighted by output_gradients,
-        # since the tape stopped recording), one through the heads for their own unweighted gradients.
+        # since the tape stopped recording); the heads keep their own unweighted gradients from above.
         combined = tape.gradient(scaled_tasks, [variables[i] for i in shared], output_gradients=tf.unstack(alpha))
         for i, gradient in zip(shared, combined, strict=True):
-            gradients[i] = gradient
-        for i, gradient in zip(own, tape.gradient(scaled_tasks, [variables[i] for i in own]), strict=True):
             gradients[i] = gradient
         self._add_extra(tape, scaled_extra, variables, gradients, shared + own)
         if other:
