@@ -38,26 +38,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402  (importing TensorFlow creates no device yet: split_cpu and strategies come later)
 import tensorflow as tf  # noqa: E402
+from text_overhead import StepTimer  # noqa: E402  (this folder: the seconds of every training step)
 
 from mtl_keras import build_text_model, compile_multitask, load_vader, make_text_dataset, set_global_seed  # noqa: E402
 from mtl_keras.distribute import get_strategy, local_cluster, split_cpu  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SEED = 1337
-
-
-class StepTimer(keras.callbacks.Callback):
-    """Collects the seconds of every training step (the step function returns when its work is done)."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds: list[float] = []
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
 
 
 def prepare(examples: int, batch_size: int):

@@ -5,7 +5,8 @@ strategy asked for, its final weights and history written to `--out`.
                                       [--backup DIR --save-every N] [--exit-at EPOCH:BATCH]
 
 Under `--strategy multi_worker` the process reads its place in the cluster from TF_CONFIG. `--exit-at 1:3` kills
-the process (os._exit, no clean-up) after batch 3 of epoch 1 (both 0-based), to test resuming from a backup.
+the process (os._exit, no clean-up) after batch 3 of epoch 1 (both 0-based) of the last training it runs (the last
+of `--gradients`), to test resuming from a backup.
 The test imports this module for the data and the model, so that its reference training is the same one.
 """
 
@@ -37,8 +38,9 @@ def data():
                      dtype=object)
     labels = {"sentiment": rng.integers(-1, 2, EXAMPLES), "intensity": rng.normal(size=EXAMPLES).astype("float32"),
               "domain": rng.integers(0, 3, EXAMPLES)}
-    tasks = [Task("sentiment", "binary"), Task("intensity", "regression"),
-             Task("domain", "multiclass", num_classes=3)]
+    # One metric each, none of them a mean of per-example values: the logs check that metrics add up over workers.
+    tasks = [Task("sentiment", "binary", metrics=["auc"]), Task("intensity", "regression", metrics=["pearson_r"]),
+             Task("domain", "multiclass", num_classes=3, metrics=["f1"])]
     train = make_text_dataset(texts, labels, tasks, batch_size=BATCH, shuffle=True, seed=SEED)
     validation = make_text_dataset(texts[:24], {k: v[:24] for k, v in labels.items()}, tasks, batch_size=BATCH)
     return texts, tasks, train, validation
@@ -88,14 +90,16 @@ def main(argv: list[str] | None = None) -> int:
             if (self.epoch, batch) == (self.exit_epoch, self.exit_batch):
                 os._exit(EXIT_CODE)
 
-    texts, tasks, train, validation = data()
     task_type = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
     name = f"worker{task_type.get('index', 0)}"
     args.out.mkdir(parents=True, exist_ok=True)
-    for gradient in args.gradients.split(","):
+    gradients = args.gradients.split(",")
+    for gradient in gradients:
+        texts, tasks, train, validation = data()  # fresh datasets: each training draws its own epochs' orders
         with strategy.scope():
             model = build(texts, tasks, gradient)
-        callbacks = [ExitAt(*map(int, args.exit_at.split(":")))] if args.exit_at else []
+        killed = args.exit_at and gradient == gradients[-1]
+        callbacks = [ExitAt(*map(int, args.exit_at.split(":")))] if killed else []
         backup = TrainingBackup(args.backup / gradient, save_every=args.save_every) if args.backup else None
         history = model.fit(train, validation_data=validation, epochs=EPOCHS, verbose=0, callbacks=callbacks,
                             backup=backup, loop="custom")
@@ -105,4 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # the results are written; skip the seconds TensorFlow takes to tear a multi-worker runtime down

@@ -3,8 +3,8 @@
 - `get_strategy` and the helpers of `mtl_keras.distribute`, with their errors;
 - `fit_distributed` against Keras' `fit`: the same weights and logs on one device, under MirroredStrategy on two
   logical CPUs, and with callbacks (early stopping with the best weights restored);
-- two worker processes under MultiWorkerMirroredStrategy (TF_CONFIG on 127.0.0.1) end with identical weights, equal
-  to one process trained on the same global batches, for static weights and for PCGrad;
+- two worker processes under MultiWorkerMirroredStrategy (TF_CONFIG on 127.0.0.1) end with identical weights and
+  logs, equal to one process trained on the same global batches, for PCGrad, and for static weights through a kill;
 - a training killed mid-epoch (os._exit) and started again resumes from its backup and ends as an uninterrupted
   one, for one process and for two workers; an interrupted backup write leaves the previous backup readable.
 
@@ -276,28 +276,27 @@ def _finish(processes: dict[str, list[subprocess.Popen]]) -> dict[str, list[tupl
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Every subprocess training of the module, in two rounds of concurrent processes, and the reference: one
-    process (Keras' fit, no strategy) on the same global batches."""
+    process (Keras' fit, no strategy) on the same global batches.
+
+    Round 1: two workers train with PCGrad, then with static weights until they are killed after batch 3 of epoch
+    2 (the last backup: after batch 2); one process trains with static weights and is killed at the same point.
+    Round 2: both start again and finish the static training from their backups."""
     root = tmp_path_factory.mktemp("distribute")
-    kill = ("--save-every", "2", "--exit-at", "1:2")  # killed after batch 3 of epoch 2; the last backup: batch 2
-    first = {
-        "two_workers": _cluster(root / "two_workers", "--gradients", "static,pcgrad"),
-        "killed_process": [_start(root / "process", "--strategy", "none", "--backup", str(root / "process-backup"),
-                                  *kill)],
-        "killed_workers": _cluster(root / "workers", "--backup", str(root / "workers-backup"), *kill),
-    }
-    texts, tasks, train, validation = worker.data()
+    backup = ("--save-every", "2")
+    workers = ("--gradients", "pcgrad,static", "--backup", str(root / "workers-backup"), *backup)
+    process = ("--strategy", "none", "--backup", str(root / "process-backup"), *backup)
+    first = {"workers": _cluster(root / "workers", *workers, "--exit-at", "1:2"),
+             "process": [_start(root / "process", *process, "--exit-at", "1:2")]}
     reference = {}
     for gradient in ("static", "pcgrad"):
+        texts, tasks, train, validation = worker.data()
         model = worker.build(texts, tasks, gradient)
         history = model.fit(train, validation_data=validation, epochs=worker.EPOCHS, verbose=0)
         reference[gradient] = (model.get_weights(), history.history)
-    results = _finish(first)
-    second = {
-        "resumed_process": [_start(root / "process", "--strategy", "none", "--backup", str(root / "process-backup"),
-                                   "--save-every", "2")],
-        "resumed_workers": _cluster(root / "workers", "--backup", str(root / "workers-backup"), "--save-every", "2"),
-    }
-    results.update(_finish(second))
+    results = {f"killed_{name}": outcome for name, outcome in _finish(first).items()}
+    second = {"workers": _cluster(root / "workers", "--gradients", "static", *workers[2:]),
+              "process": [_start(root / "process", *process)]}
+    results.update({f"resumed_{name}": outcome for name, outcome in _finish(second).items()})
     return root, reference, results
 
 
@@ -312,22 +311,15 @@ def _assert_exits(results, name, code):
         assert returncode == code, f"{name}: exit {returncode}, expected {code}:\n{output}"
 
 
-@pytest.mark.parametrize("gradient", ["static", "pcgrad"])
-def test_two_workers_train_as_one_process(runs, gradient):
+def test_two_workers_train_as_one_process(runs):
+    """PCGrad on two workers, uninterrupted (static weights: the next test, through a kill)."""
     root, reference, results = runs
-    _assert_exits(results, "two_workers", 0)
-    first, second = (_outcome(root, "two_workers", gradient, f"worker{i}") for i in (0, 1))
+    _assert_exits(results, "killed_workers", worker.EXIT_CODE)  # after the PCGrad training, in the static one
+    first, second = (_outcome(root, "workers", "pcgrad", f"worker{i}") for i in (0, 1))
     for a, b in zip(first[0], second[0], strict=True):
         np.testing.assert_array_equal(a, b)  # the workers hold one model
     assert first[1] == second[1]  # and log the same numbers: the metrics over both workers' examples
-    _assert_same_training(reference[gradient], first)
-
-
-def test_a_killed_process_resumes_from_its_backup(runs):
-    root, reference, results = runs
-    _assert_exits(results, "killed_process", worker.EXIT_CODE)
-    _assert_exits(results, "resumed_process", 0)
-    _assert_same_training(reference["static"], _outcome(root, "process", "static", "worker0"))
+    _assert_same_training(reference["pcgrad"], first)
 
 
 def test_killed_workers_resume_from_the_chiefs_backup(runs):
@@ -338,3 +330,10 @@ def test_killed_workers_resume_from_the_chiefs_backup(runs):
     assert sorted(path.name for path in backups.iterdir()) == ["backup-000004", "latest"]  # saves 1-3, killed, 4
     for name in ("worker0", "worker1"):
         _assert_same_training(reference["static"], _outcome(root, "workers", "static", name))
+
+
+def test_a_killed_process_resumes_from_its_backup(runs):
+    root, reference, results = runs
+    _assert_exits(results, "killed_process", worker.EXIT_CODE)
+    _assert_exits(results, "resumed_process", 0)
+    _assert_same_training(reference["static"], _outcome(root, "process", "static", "worker0"))
