@@ -188,9 +188,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _copies_of_train_jobs(jobs, train_jobs):
+    """One parser per job under `jobs`, each taking every option of `mtl-keras train JOB`."""
+    import copy
+
+    for name, train_job in train_jobs.choices.items():
+        # A copy: "resolve" rewrites the actions whose options it replaces, and `mtl-keras train` keeps its own.
+        yield jobs.add_parser(name, parents=[copy.deepcopy(train_job)], add_help=False, conflict_handler="resolve",
+                              help=f"the {name} job (options as `mtl-keras train {name}`)",
+                              description=train_job.description)
+
+
 def _add_affinity_parser(commands, train_jobs) -> None:
     """`mtl-keras affinity JOB`: the options of `mtl-keras train JOB` (copied from its parser), and the affinity's."""
-    import copy
 
     affinity = commands.add_parser(
         "affinity", help="train a job's multi-task model and report which tasks help each other",
@@ -199,11 +209,7 @@ def _add_affinity_parser(commands, train_jobs) -> None:
                     "similarity of the task gradients on the shared weights; print both as tables.",
     )
     jobs = affinity.add_subparsers(dest="job", required=True, metavar="JOB")
-    for name, train_job in train_jobs.choices.items():
-        # A copy: "resolve" rewrites the actions whose options it replaces, and `mtl-keras train` keeps its own.
-        job = jobs.add_parser(name, parents=[copy.deepcopy(train_job)], add_help=False, conflict_handler="resolve",
-                              help=f"the {name} job (options as `mtl-keras train {name}`)",
-                              description=train_job.description)
+    for job in _copies_of_train_jobs(jobs, train_jobs):
         job.add_argument("--every", type=int, default=10, metavar="N", help="measure every N training steps")
         job.add_argument("--lookahead-lr", dest="lookahead_learning_rate", type=float, default=None,
                          help="learning rate of the lookahead SGD step (default: the optimizer's current one)")
@@ -312,7 +318,6 @@ def _candidates(text: str) -> tuple[str | None, tuple[float, ...]]:
 
 def _add_tune_parser(commands, train_jobs) -> None:
     """`mtl-keras tune JOB`: the options of `mtl-keras train JOB` (from a copy of its parser), and the search's."""
-    import copy
 
     tune = commands.add_parser(
         "tune", help="search static loss weights with keras-tuner on the validation split",
@@ -322,11 +327,7 @@ def _add_tune_parser(commands, train_jobs) -> None:
                     "the `mtl-keras train` command with the best weights; writes OUTPUT/tuning.json.",
     )
     jobs = tune.add_subparsers(dest="job", required=True, metavar="JOB")
-    for name, train_job in train_jobs.choices.items():
-        # A copy: "resolve" rewrites the actions whose options it replaces, and `mtl-keras train` keeps its own.
-        job = jobs.add_parser(name, parents=[copy.deepcopy(train_job)], add_help=False, conflict_handler="resolve",
-                              help=f"the {name} job (options as `mtl-keras train {name}`)",
-                              description=train_job.description)
+    for job in _copies_of_train_jobs(jobs, train_jobs):
         job.add_argument("--tuner", choices=["grid", "random", "bayesian"], default="random",
                          help="grid: every combination; random; bayesian: a Gaussian process (default: random)")
         job.add_argument("--max-trials", type=int, default=None, metavar="N",
