@@ -154,12 +154,12 @@ def test_our_loop_matches_keras_fit_on_one_device(gradient):
     assert "val_mean_relative_loss" in ours[1]
 
 
-def test_our_loop_under_mirrored_strategy_matches_keras_fit(two_replicas):
-    """Two replicas, the same batches: the same weights and logs through our loop as through Keras' fit (unshuffled:
-    Keras' fit under a strategy draws one iterator more, to build the model, so its shuffled epochs are one
-    device's shifted by one draw; our loop keeps one device's, see the next test)."""
-    _assert_same_training(_fit(_numeric_model(None, two_replicas), "keras", shuffle=False, epochs=3),
-                          _fit(_numeric_model(None, two_replicas), "custom", shuffle=False, epochs=3))
+def test_keras_fit_under_mirrored_strategy_trains_as_one_device(two_replicas):
+    """Shuffled, each epoch in a new order: Keras' fit under two replicas takes one device's batches. (Keras builds
+    a distributed model from a batch it draws, which starts an extra pass of the dataset: every epoch then got the
+    next epoch's order. MultiTaskModel builds from the dataset's element spec instead.)"""
+    _assert_same_training(_fit(_numeric_model(None), "keras", epochs=3),
+                          _fit(_numeric_model(None, two_replicas), "keras", epochs=3))
 
 
 def test_our_loop_under_mirrored_strategy_trains_as_one_device(two_replicas):

@@ -11,9 +11,10 @@ that `.keras` files load back as it. What it adds:
 - `fit(..., loop="auto"|"keras"|"custom", backup=None)`: Keras' `fit`, or our loop
   (`mtl_keras.training.loop.fit_distributed`), which it takes by itself under `MultiWorkerMirroredStrategy` (where
   Keras' `fit` fails) and with a `backup` (a `TrainingBackup`: resume after a kill).
-- training under tf.distribute with string inputs (raw text, categorical columns): before the first step Keras
-  averages one batch over the replicas to build the model's metrics, and tf.distribute cannot add strings (`AddN` of
-  string fails). A functional model needs no averaged batch, so this model builds from the first replica's part.
+- building before the first step from the dataset's element spec, with or without a strategy: Keras draws a batch
+  under a strategy (an extra pass over a reshuffling dataset, so training saw other batches than on one device;
+  averaging it over replicas fails on strings) and builds inside the first trace without one (which traces the train
+  function twice).
 
 Example:
 
@@ -39,10 +40,12 @@ from mtl_keras.training.gradients import get_gradient_method
 from mtl_keras.training.weighting import get_weighting
 
 
-def _first_replica(value):
-    if isinstance(value, tf.distribute.DistributedValues):
-        return tf.distribute.get_strategy().experimental_local_results(value)[0]
-    return value
+def _batch_spec(iterator):
+    """The shapes and dtypes of one replica's batch, read from the dataset's element spec, or None."""
+    spec = getattr(getattr(iterator, "_distributed_dataset", None), "element_spec", None)
+    if spec is None:
+        return None
+    return tf.nest.map_structure(lambda leaf: leaf._value_specs[0] if hasattr(leaf, "_value_specs") else leaf, spec)
 
 
 class EpochHooks(keras.callbacks.Callback):
@@ -121,12 +124,14 @@ class MultiTaskModel(keras.Model):
         return super().fit(*args, callbacks=callbacks, **kwargs)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras (3.x, TF backend) reduces the first distributed batch with "MEAN" here, which fails on strings.
-        if iterator is None or getattr(self, "_distribute_strategy", None) is None:
+        # Keras (3.x, TF backend) builds the metrics, loss trackers and optimizer slots here from a batch it draws
+        # from the dataset, and only under a strategy. Drawing starts an extra pass over the dataset, so a dataset
+        # that reshuffles each pass would train on its second order (and under MirroredStrategy, averaging the
+        # drawn batch over replicas fails on strings); without a strategy the variables are created inside the first
+        # trace of the train function, which makes tf.function trace it twice. The element spec is all it needs.
+        if data_batch is None and iterator is not None:
+            data_batch = _batch_spec(iterator)
+        if data_batch is None:
             return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-        for _, _, batches in iterator:
-            with self.distribute_strategy.scope():
-                data_batch = tf.nest.map_structure(_first_replica, next(batches))
-            break
         with self.distribute_strategy.scope():
             self._symbolic_build(data_batch=data_batch)
