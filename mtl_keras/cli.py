@@ -248,6 +248,9 @@ def _affinity(args) -> int:
                          "model only.")
     if args.every < 1:
         raise ValueError(f"--every must be a positive number of steps, got {args.every}.")
+    if args.strategy not in (None, "none", "default"):
+        raise ValueError(f"`mtl-keras affinity` measures on one device (its lookahead changes and restores the shared "
+                         f"weights outside any replica); --strategy {args.strategy} belongs to `mtl-keras train`.")
     if args.output and args.output.exists() and not args.overwrite:
         raise FileExistsError(f"{args.output} already exists; choose another --output or pass --overwrite.")
     job = _job_from_args(args)

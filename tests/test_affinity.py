@@ -246,6 +246,8 @@ def test_affinity_command_prints_both_tables(tmp_path, capsys):
     assert main(["affinity", "text", "--limit", "400", "--output", str(output)]) == 2  # exists, no --overwrite
     assert main(["affinity", "text", "--limit", "400", "--baselines"]) == 2
     assert "already exists" in capsys.readouterr().err
+    assert main(["affinity", "text", "--limit", "400", "--strategy", "mirrored"]) == 2  # before any data or training
+    assert "measures on one device" in capsys.readouterr().err
 
 
 def test_the_affinity_command_leaves_the_train_options_alone():
