@@ -21,8 +21,9 @@ keeps the rest of `fit`'s contract:
 - a `model.train_function` that callbacks may wrap (as `TaskAffinity` does), restored afterwards;
 - the data order of Keras' `fit` on one device: epoch `e` trains on the iterator of `dataset` that `fit` would draw
   for it (two draws per epoch for a dataset of known length, see `_EpochOrder`), whatever the strategy, so a seeded
-  reshuffling dataset gives the batches one device would see. (Keras' `fit` *under* a strategy draws one iterator
-  more, to build the model, so its shuffled epochs are those of one device shifted by one draw.)
+  reshuffling dataset gives the batches one device would see. (Keras' own `fit` under a strategy drew one iterator
+  more, to build the model, shifting its shuffled epochs by one draw; `MultiTaskModel` builds from the dataset's
+  element spec, so its `fit` too gives one device's batches.)
 
 Under `MultiWorkerMirroredStrategy` every worker passes the same dataset; its auto-shard policy, if left at AUTO,
 is set to DATA, so that each global batch is split across the workers' replicas and their union is the batch one
