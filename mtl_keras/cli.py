@@ -248,7 +248,7 @@ def _affinity(args) -> int:
                          "model only.")
     if args.every < 1:
         raise ValueError(f"--every must be a positive number of steps, got {args.every}.")
-    if args.strategy not in (None, "none", "default"):
+    if (args.strategy or "none").strip().lower() not in ("none", "default"):
         raise ValueError(f"`mtl-keras affinity` measures on one device (its lookahead changes and restores the shared "
                          f"weights outside any replica); --strategy {args.strategy} belongs to `mtl-keras train`.")
     if args.output and args.output.exists() and not args.overwrite:
