@@ -97,7 +97,7 @@ def test_mgda_exact_and_frank_wolfe_reach_the_minimum_norm(tasks, seed):
     gram = gradients.astype(np.float64) @ gradients.T
     best = _min_norm_scipy(gram)
     for solver in (min_norm_exact, lambda g: min_norm_frank_wolfe(g, 2000)):
-        alpha = solver(tf.constant(gram, tf.float32)).numpy()
+        alpha = tf.function(solver)(tf.constant(gram, tf.float32)).numpy()  # in a graph, as in the train step
         assert alpha.min() >= -1e-6 and abs(alpha.sum() - 1) < 1e-5
         assert alpha @ gram @ alpha <= best + 1e-4 * max(1.0, np.trace(gram))
 
