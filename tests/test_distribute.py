@@ -267,9 +267,15 @@ def _cluster(out: Path, *args: str) -> list[subprocess.Popen]:
 
 def _finish(processes: dict[str, list[subprocess.Popen]]) -> dict[str, list[tuple[int, str]]]:
     results = {}
-    for name, group in processes.items():
-        outputs = [process.communicate(timeout=TIMEOUT)[0][-4000:] for process in group]
-        results[name] = [(process.returncode, output) for process, output in zip(group, outputs, strict=True)]
+    try:
+        for name, group in processes.items():
+            outputs = [process.communicate(timeout=TIMEOUT)[0][-4000:] for process in group]
+            results[name] = [(process.returncode, output) for process, output in zip(group, outputs, strict=True)]
+    finally:  # a worker that hangs (its peer died, say) must not outlive the test
+        for process in (process for group in processes.values() for process in group):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     return results
 
 
