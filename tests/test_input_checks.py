@@ -5,7 +5,15 @@ label maps of another size than their images."""
 import numpy as np
 import pytest
 
-from mtl_keras import InputError, LabelError, Task, build_text_model, build_vision_model
+from mtl_keras import (
+    InputError,
+    LabelError,
+    Task,
+    build_tabular_model,
+    build_text_model,
+    build_vision_model,
+    describe_features,
+)
 from mtl_keras.datasets.pipeline import make_image_dataset, make_text_dataset
 from mtl_keras.tasks import as_task_dict
 from mtl_keras.training.compile import resolve_loss_weights
@@ -26,9 +34,10 @@ def test_task_names_whose_log_keys_collide_are_refused(names, message):
 @pytest.mark.parametrize("build", [
     lambda: build_text_model([Task("text", "binary")], texts=["a b"]),
     lambda: build_vision_model([Task("image", "binary")], image_shape=(8, 8, 1), filters=(4,)),
+    lambda: build_tabular_model([Task("age", "binary")], describe_features({"age": np.array([20.0, 30.0])})),
 ])
 def test_a_task_named_like_the_models_input_is_refused(build):
-    with pytest.raises(ValueError, match=r"Task '(text|image)' has the name of the model's input"):
+    with pytest.raises(ValueError, match=r"Task '(text|image|age)' has the name of the model's input"):
         build()
 
 

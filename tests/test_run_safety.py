@@ -5,6 +5,8 @@ import dataclasses
 import json
 import os
 import re
+import shutil
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -65,9 +67,8 @@ def test_a_backup_of_other_settings_is_refused_naming_each_difference(tmp_path):
                                                   r"\"uncertainty\" now\. .*delete .*backups.multitask.* to start"):
         changed.run(tmp_path / "run", verbose=0)
     assert not (tmp_path / "run").exists()
-    # Where and how often it backs up may change: the same settings resume (the training is done) and write the run.
-    assert TinyJob(backup_dir=str(backups), backup_every=2).run(tmp_path / "run", verbose=0) == tmp_path / "run"
-    assert not backups.exists()
+    # Where and how often it backs up, and on which devices, may change (a resumed run is tested below).
+    TinyJob(backup_dir=str(backups), backup_every=2, strategy="default").backup(splits.tasks).check_settings()
 
 
 def test_a_diverged_run_says_its_backup_holds_the_divergence_and_how_to_start_fresh(tmp_path):
@@ -174,3 +175,87 @@ def test_run_folders_follow_the_users_umask(tmp_path, umask, mode):
     finally:
         os.umask(previous)
     assert (tmp_path / "run").stat().st_mode & 0o777 == mode
+
+
+class _Killed(BaseException):
+    """Stands for kill -9 at a chosen moment: raised with every clean-up disabled (see `_kill_at`)."""
+
+
+def _kill_at(patch, stage: str, count: int) -> None:
+    """Makes the next run die at the `count`-th training batch, backup write (`savez`) or backup pointer switch
+    (`replace`) of the run, after the export, or at the run folder's rename; nothing is cleaned up, and the killed
+    writer's process is gone when the next run starts."""
+    calls = []
+
+    def due() -> bool:
+        calls.append(1)
+        return len(calls) == count
+
+    if stage == "batch":
+        class KillAt(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                if due():
+                    raise _Killed
+
+        job_callbacks = TinyJob.callbacks
+        patch.setattr(TinyJob, "callbacks", lambda self, tasks, *args: [*job_callbacks(self, tasks, *args), KillAt()])
+    elif stage in ("savez", "replace"):
+        module = np if stage == "savez" else os
+        real = getattr(module, stage)
+
+        def dying(*args, **kwargs):
+            if due():
+                raise _Killed
+            return real(*args, **kwargs)
+
+        patch.setattr(module, stage, dying)
+    elif stage == "export":
+        from mtl_keras.jobs import base
+
+        export = base.export_saved_model
+
+        def export_then_die(*args, **kwargs):
+            export(*args, **kwargs)
+            raise _Killed
+
+        patch.setattr(base, "export_saved_model", export_then_die)
+    else:
+        rename = Path.rename
+        patch.setattr(Path, "rename", lambda self, target: (_ for _ in ()).throw(_Killed())
+                      if Path(target).name == "run" else rename(self, target))
+    patch.setattr(shutil, "rmtree", lambda *args, **kwargs: None)
+    patch.setattr(os, "getpid", lambda: 2**22 + 1)
+
+
+def test_a_run_killed_again_and_again_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    settings = {"epochs": 3, "patience": 3, "backup_every": 2}  # 4 batches an epoch, a backup every 2
+    TinyJob(**settings, backup_dir=str(tmp_path / "reference" / "backups")).run(tmp_path / "reference" / "run",
+                                                                                 verbose=0)
+    rng = np.random.default_rng(15)
+    # Training kills at a seeded batch or backup write of each run (each run gets at most 2 of the 12 batches
+    # further, so training is still going on at the third), then one after the export and one at the rename.
+    kills = [(str(rng.choice(["batch", "savez", "replace"])), int(rng.integers(1, 3))) for _ in range(3)]
+    kills += [("export", 1), ("rename", 1)]
+    folder = tmp_path / "out"
+    for stage, count in kills:
+        with monkeypatch.context() as patch, pytest.raises(_Killed):
+            _kill_at(patch, stage, count)
+            TinyJob(**settings, backup_dir=str(folder / "backups")).run(folder / "run", verbose=0)
+    assert any(name.startswith(".run.partial-") for name in os.listdir(folder))  # what the kills left
+    TinyJob(**settings, backup_dir=str(folder / "backups")).run(folder / "run", verbose=0)
+    assert sorted(os.listdir(folder)) == ["run"]  # no staging folder, no backup left
+    reference, resumed = tmp_path / "reference" / "run", folder / "run"
+    for name in ("metrics.json", "history.json"):
+        expected = _flat(json.loads((reference / name).read_text()))
+        assert _flat(json.loads((resumed / name).read_text())) == pytest.approx(expected, rel=1e-6), name
+    for mine, theirs in zip(keras.models.load_model(resumed / "model.keras").get_weights(),
+                            keras.models.load_model(reference / "model.keras").get_weights(), strict=True):
+        np.testing.assert_allclose(mine, theirs, atol=1e-6)
+
+
+def _flat(record, prefix=""):
+    """A nested record of numbers (dicts, lists) as one flat dict, for `pytest.approx`."""
+    items = record.items() if isinstance(record, dict) else enumerate(record) if isinstance(record, list) else None
+    if items is None:
+        return {prefix: record}
+    return {key: value for name, item in items for key, value in _flat(item, f"{prefix}/{name}").items()}
