@@ -80,12 +80,11 @@ class RunFolderError(ValueError):
 
 def check_job_config(config: JobConfig) -> None:
     """Refuses settings that would train nothing or make no sense, naming the option, before any data is loaded."""
-    for name in ("epochs", "batch_size"):
+    why = {"epochs": " (0 epochs would write a run folder of an untrained model)", "batch_size": ""}
+    for name, reason in why.items():
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r} (0 epochs "
-                             f"would write a run folder of an untrained model)." if name == "epochs" else
-                             f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}.")
+            raise ValueError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}{reason}.")
     if isinstance(config.patience, bool) or not isinstance(config.patience, int) or config.patience < 0:
         raise ValueError(f"patience must be a whole number >= 0, got {config.patience!r}.")
     if not isinstance(config.learning_rate, int | float) or not 0 < config.learning_rate < float("inf"):
