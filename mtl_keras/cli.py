@@ -171,6 +171,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run", type=Path, help="a run folder written by `mtl-keras train`")
     evaluate.add_argument("--split", choices=["test", "validation"], default="test")
     evaluate.add_argument("--saved-model", action="store_true", help="use saved_model/ instead of model.keras")
+    evaluate.add_argument("--allow-unsafe-ops", action="store_true",
+                          help="with --saved-model: run it even if its graph writes files or runs Python code")
 
     predict = commands.add_parser(
         "predict", help="print each task's prediction for each input",
@@ -412,7 +414,8 @@ def _evaluate(args) -> int:
     job_class = JOBS[record["job"]]
     job = job_class(job_class.config_class(**record["config"]))
     tasks = [Task.from_config(t) for t in record["tasks"]]
-    model = load_run_saved_model(args.run) if args.saved_model else load_run_model(args.run)  # before the data
+    model = (load_run_saved_model(args.run, allow_unsafe_ops=args.allow_unsafe_ops) if args.saved_model
+             else load_run_model(args.run))  # before the data: a damaged file fails at once
     splits = job.load_data()
     check_splits_not_empty(splits, job.config.limit)
     split = getattr(splits, args.split)

@@ -143,6 +143,8 @@ def test_predict_refuses_a_saved_model_that_writes_files_unless_allowed(run_fold
     err = capsys.readouterr().err
     assert "holds operations that write files or run Python code" in err and "WriteFile" in err
     assert "--allow-unsafe-ops" in err and not target.exists()
+    assert main(["evaluate", str(run_folder), "--saved-model"]) == 2
+    assert "WriteFile" in capsys.readouterr().err and not target.exists()
     assert main(["predict", str(run_folder), "hello", "--allow-unsafe-ops"]) == 0
     assert target.read_text() == "written by the model"
 
