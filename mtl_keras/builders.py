@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from mtl_keras.datasets.features import Feature
+from mtl_keras.datasets.pipeline import as_text_array
 from mtl_keras.datasets.tokenization import build_vocabulary, split_graph, standardize_graph
 from mtl_keras.encoders.tabular import encode_features, feature_inputs
 from mtl_keras.encoders.text import get_text_encoder
@@ -130,11 +131,11 @@ def build_text_model(
     >>> tuple(model.predict(np.array(["good phone"], dtype=object), verbose=0)["topic"].shape)
     (1, 3)
     """
-    tasks = list(as_task_dict(tasks).values())
+    tasks = list(as_task_dict(tasks, input_names=["text"]).values())
     if (texts is None) == (vocabulary is None):
         raise ValueError("build_text_model: give exactly one of `texts` (to build the vocabulary) or `vocabulary`.")
     if vocabulary is None:
-        vocabulary = build_vocabulary(texts, max_tokens=max_tokens)
+        vocabulary = build_vocabulary(as_text_array(texts, "build_text_model: texts"), max_tokens=max_tokens)
     vocabulary = list(vocabulary)
     if not vocabulary:
         raise ValueError("build_text_model: the vocabulary is empty.")
@@ -203,11 +204,11 @@ def build_tabular_model(
     >>> {k: v.shape for k, v in model.predict(columns, verbose=0).items()}
     {'income': (3, 1), 'marital': (3, 1)}
     """
-    tasks = list(as_task_dict(tasks).values())
     features = list(features)
     if not features or not all(isinstance(f, Feature) for f in features):
         raise TypeError("build_tabular_model: features must be a non-empty list of mtl_keras.Feature "
                         "(see mtl_keras.describe_features).")
+    tasks = list(as_task_dict(tasks, input_names=[f.name for f in features]).values())
     names = [f.name for f in features]
     if len(set(names)) != len(names):
         raise ValueError(f"build_tabular_model: feature names must be distinct, got {names}.")
@@ -256,7 +257,7 @@ def build_vision_model(
     >>> {k: v.shape for k, v in model.predict(np.zeros((2, 16, 16, 1), "uint8"), verbose=0).items()}
     {'mask': (2, 16, 16, 3), 'kind': (2, 4)}
     """
-    tasks = list(as_task_dict(tasks).values())
+    tasks = list(as_task_dict(tasks, input_names=["image"]).values())
     image_shape = check_image_shape(image_shape, filters)
     inputs = keras.Input(shape=image_shape, dtype="uint8", name="image")
     images = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)

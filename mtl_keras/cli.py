@@ -171,10 +171,14 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run", type=Path, help="a run folder written by `mtl-keras train`")
     evaluate.add_argument("--split", choices=["test", "validation"], default="test")
     evaluate.add_argument("--saved-model", action="store_true", help="use saved_model/ instead of model.keras")
+    evaluate.add_argument("--allow-unsafe-ops", action="store_true",
+                          help="with --saved-model: run it even if its graph writes files or runs Python code")
 
     predict = commands.add_parser(
         "predict", help="print each task's prediction for each input",
-        description="Load the run's SavedModel and print, for each input, every task's prediction. Inputs are "
+        description="Load the run's SavedModel and print, for each input, every task's prediction (a SavedModel "
+                    "is a program: use run folders from someone you trust; one whose graph writes files or runs "
+                    "Python code is refused unless --allow-unsafe-ops). Inputs are "
                     "texts for a text run, JSON objects of raw column values for a tabular run, image files (PNG, "
                     "JPEG, GIF, BMP) for a vision run; each predicted segmentation mask is written as a PNG beside "
                     "its image (IMAGE.TASK.png, or in --mask-dir).",
@@ -183,6 +187,10 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", nargs="+", help="texts, JSON objects of column values, or image files")
     predict.add_argument("--mask-dir", type=Path, default=None, help="where to write predicted masks")
     predict.add_argument("--json", action="store_true", help="print raw outputs as JSON")
+    predict.add_argument("--allow-unsafe-ops", action="store_true",
+                         help="run a SavedModel even if its graph writes files or runs Python code (refused by "
+                              "default; mtl_keras never exports such ops). Run folders must come from someone you "
+                              "trust: a SavedModel is a program")
     _add_tune_parser(commands, jobs)
     _add_affinity_parser(commands, jobs)
     return parser
@@ -253,8 +261,11 @@ def _affinity(args) -> int:
                          f"weights outside any replica); --strategy {args.strategy} belongs to `mtl-keras train`.")
     if args.output and args.output.exists() and not args.overwrite:
         raise FileExistsError(f"{args.output} already exists; choose another --output or pass --overwrite.")
+    from mtl_keras.jobs.base import check_splits_not_empty
+
     job = _job_from_args(args)
     splits = job.load_data()
+    check_splits_not_empty(splits, job.config.limit)
     affinity = TaskAffinity(every_n_steps=args.every, lookahead_learning_rate=args.lookahead_learning_rate)
     start = time.perf_counter()
     model, _ = job.train(splits.tasks, splits, verbose=0 if args.quiet else "auto", callbacks=[affinity])
@@ -387,26 +398,31 @@ def _tune(args) -> int:
 
 
 def _evaluate(args) -> int:
-    import keras
-
     import mtl_keras  # noqa: F401  (registers the custom layers for loading)
     from mtl_keras.evaluation import compute_metrics
-    from mtl_keras.export import load_saved_model
     from mtl_keras.jobs import JOBS
-    from mtl_keras.jobs.base import predict_in_batches, read_run
+    from mtl_keras.jobs.base import (
+        check_splits_not_empty,
+        load_run_model,
+        load_run_saved_model,
+        predict_in_batches,
+        read_run,
+    )
     from mtl_keras.tasks import Task
 
     record = read_run(args.run)
     job_class = JOBS[record["job"]]
     job = job_class(job_class.config_class(**record["config"]))
     tasks = [Task.from_config(t) for t in record["tasks"]]
-    split = getattr(job.load_data(), args.split)
+    model = (load_run_saved_model(args.run, allow_unsafe_ops=args.allow_unsafe_ops) if args.saved_model
+             else load_run_model(args.run))  # before the data: a damaged file fails at once
+    splits = job.load_data()
+    check_splits_not_empty(splits, job.config.limit)
+    split = getattr(splits, args.split)
     inputs = job.model_inputs(split.inputs)
     if args.saved_model:
-        saved = load_saved_model(args.run / "saved_model")
-        predictions = {name: value.numpy() for name, value in saved.serve(inputs).items()}
+        predictions = {name: value.numpy() for name, value in model.serve(inputs).items()}
     else:
-        model = keras.models.load_model(args.run / "model.keras")
         predictions = predict_in_batches(model, inputs)
     metrics = compute_metrics(tasks, predictions, split.labels, split.masks)
     recorded = json.loads((args.run / "metrics.json").read_text()).get(args.split)
@@ -416,13 +432,12 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from mtl_keras.export import load_saved_model
-    from mtl_keras.jobs.base import read_run
+    from mtl_keras.jobs.base import load_run_saved_model, read_run
     from mtl_keras.tasks import Task
 
     record = read_run(args.run)
     tasks = {t["name"]: Task.from_config(t) for t in record["tasks"]}
-    saved = load_saved_model(args.run / "saved_model")
+    saved = load_run_saved_model(args.run, allow_unsafe_ops=args.allow_unsafe_ops)
     specs = saved.signatures["serving_default"].structured_input_signature[1]
     outputs = {name: value.numpy() for name, value in saved.serve(serving_inputs(args.inputs, specs)).items()}
     written = {}

@@ -112,13 +112,19 @@ def atomic_directory(final: str | os.PathLike, overwrite: bool = False):
     """Yields a temporary folder beside `final`, moved into place only if the block succeeds.
 
     A failure (an exception, a diverged run) leaves any existing `final` untouched and removes the partial folder.
-    With `overwrite`, an existing `final` is replaced only once the new one is complete.
+    With `overwrite`, an existing `final` is replaced only once the new one is complete. What a killed writer of
+    `final` left beside it is cleaned up first (`remove_stale_staging`). The folder gets the permissions of a plain
+    `mkdir` under the user's umask (not `tempfile`'s owner-only 0700), so that others can read a run where the umask
+    lets them (a serving container, say).
     """
     final = Path(final)
+    if final.parent.is_dir():
+        remove_stale_staging(final)
     if final.exists() and not overwrite:
         raise FileExistsError(f"{final} already exists; choose another output folder or pass overwrite=True.")
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-{os.getpid()}-", dir=final.parent))
+    os.chmod(staging, 0o777 & ~_umask())
     try:
         yield staging
     except BaseException:
@@ -131,3 +137,41 @@ def atomic_directory(final: str | os.PathLike, overwrite: bool = False):
         shutil.rmtree(retired, ignore_errors=True)
     else:
         staging.rename(final)
+
+
+def remove_stale_staging(final: str | os.PathLike) -> list[Path]:
+    """Removes the staging folders (`.NAME.partial-PID-*`) that writers of `final` killed mid-write left beside it,
+    those of processes still running excepted; an earlier `final` that such a writer had moved aside
+    (`.NAME.old-PID`, killed between its two renames) is put back if `final` is missing, else removed. Returns what
+    was removed."""
+    final = Path(final)
+    removed = []
+    for leftover in sorted(final.parent.iterdir()):
+        for marker in (f".{final.name}.partial-", f".{final.name}.old-"):
+            if not leftover.name.startswith(marker) or _is_running(leftover.name[len(marker):].split("-")[0]):
+                continue
+            if marker.endswith(".old-") and not final.exists():
+                leftover.rename(final)
+                continue
+            shutil.rmtree(leftover, ignore_errors=True)
+            removed.append(leftover)
+    return removed
+
+
+def _is_running(pid: str) -> bool:
+    """Whether the process `pid` (text from a folder name; a name without one is an older writer's) still runs."""
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _umask() -> int:
+    mask = os.umask(0o077)  # reading the umask means setting it; put straight back
+    os.umask(mask)
+    return mask

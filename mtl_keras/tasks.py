@@ -38,6 +38,7 @@ class KindSpec:
     sparse_labels: bool  # labels are class indices (one per example, or per pixel) rather than vectors
     label_description: str
     extra_metrics: dict[str, MetricFactory] = dataclasses.field(default_factory=dict)  # on request only
+    pixel_labels: bool = False  # one label per pixel: a label map of the image's height and width
 
     @property
     def all_metrics(self) -> dict[str, MetricFactory]:
@@ -124,6 +125,7 @@ KINDS: dict[str, KindSpec] = {
         },
         sparse_labels=True,
         label_description="an (H, W) map of class indices in [0, num_classes) per example (all -1 = missing)",
+        pixel_labels=True,
     ),
 }
 
@@ -303,8 +305,38 @@ class Task:
         return cls(**config)
 
 
-def as_task_dict(tasks: Sequence[Task] | dict[str, Task]) -> dict[str, Task]:
-    """Tasks keyed by name, checking they are Task objects with distinct names."""
+# Log keys written beside the tasks' own (`<task>_loss`, `<task>_<metric>`, `<task>_weight`, `cosine_<a>_<b>`, each
+# also with `val_`): Keras' total loss and the jobs' early-stopping quantity.
+GLOBAL_LOG_KEYS = {"loss": "the total loss", "mean_relative_loss": "the jobs' mean relative loss"}
+
+
+def log_keys(task: Task) -> list[str]:
+    """The training log keys of `task`'s own values (its loss, its metrics, its loss weight), without `val_`."""
+    return [f"{task.name}_loss", f"{task.name}_weight", *(f"{task.name}_{metric}" for metric in task.metric_names)]
+
+
+def _check_log_keys(tasks: Sequence[Task]) -> None:
+    """Refuses task names that would make two values share one log key, in training or validation logs (tasks `b`
+    and `val_b` both write `val_b_loss`; a task `val` writes `val_loss`, the total validation loss)."""
+    owners = {key: what for key, what in GLOBAL_LOG_KEYS.items()}
+    keys = [(key, f"the {key[len(task.name) + 1:]} of task {task.name!r}") for task in tasks for key in log_keys(task)]
+    names = [task.name for task in tasks]
+    keys += [(f"cosine_{first}_{second}", f"the gradient cosine of tasks {first!r} and {second!r}")
+             for i, first in enumerate(names) for second in names[i + 1:]]
+    for key, what in list(owners.items()) + keys:
+        for prefix in ("", "val_"):
+            logged = prefix + key
+            described = what if not prefix else f"{what} on validation data"
+            if logged in owners and owners[logged] != described:
+                raise ValueError(f"Task names collide in the training logs: {described} and {owners[logged]} would "
+                                 f"both be logged as {logged!r}; rename one of them.")
+            owners[logged] = described
+
+
+def as_task_dict(tasks: Sequence[Task] | dict[str, Task], input_names: Sequence[str] = ()) -> dict[str, Task]:
+    """Tasks keyed by name, checking they are Task objects with distinct names that collide neither with each
+    other's log keys (`val_b` beside `b`), nor with Keras' (`loss`, `val_loss`), nor with `input_names` (the model's
+    inputs, e.g. `text`)."""
     task_list = list(tasks.values()) if isinstance(tasks, dict) else list(tasks)
     if not task_list:
         raise ValueError("At least one Task is needed.")
@@ -314,5 +346,9 @@ def as_task_dict(tasks: Sequence[Task] | dict[str, Task]) -> dict[str, Task]:
             raise TypeError(f"Expected mtl_keras.Task objects, got {type(task).__name__}: {task!r}.")
         if task.name in by_name:
             raise ValueError(f"Two tasks are named {task.name!r}; task names must be unique.")
+        if task.name in input_names:
+            raise ValueError(f"Task {task.name!r} has the name of the model's input {task.name!r}; an output and "
+                             f"an input cannot share a name: rename the task.")
         by_name[task.name] = task
+    _check_log_keys(task_list)
     return by_name

@@ -63,7 +63,7 @@ import keras_tuner
 import numpy as np
 
 from mtl_keras.datasets.splits import Splits
-from mtl_keras.jobs.base import Job
+from mtl_keras.jobs.base import Job, check_splits_not_empty
 from mtl_keras.seeds import set_global_seed
 from mtl_keras.tasks import Task, as_task_dict
 from mtl_keras.training.callbacks import MeanRelativeValidationLoss, NonFiniteLossError
@@ -198,6 +198,7 @@ def search_loss_weights(
     if max_trials is not None and max_trials < 1:
         raise ValueError(f"max_trials must be at least 1, got {max_trials!r}.")
     splits = job.load_data()
+    check_splits_not_empty(splits, job.config.limit)
     tasks = as_task_dict(splits.tasks)
     job_weights = resolve_loss_weights(tasks, job.config.loss_weights)
     searched = candidate_weights(tasks, candidates, job_weights)

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtl_keras import MultiTaskModel, TrainingBackup, fit_distributed
+from mtl_keras import MultiTaskModel, Task, TrainingBackup, fit_distributed
 from mtl_keras.distribute import get_strategy, local_cluster, read_tf_config, split_cpu
 from mtl_keras.training import backup as backup_module
 from mtl_keras.training.callbacks import MeanRelativeValidationLoss
@@ -97,7 +97,9 @@ def test_cli_passes_strategy_and_backup_to_the_job(tmp_path):
                                  "--backup-every", "50"])
     job = _job_from_args(args)
     assert (job.config.strategy, job.config.backup_dir, job.config.backup_every) == ("none", str(tmp_path), 50)
-    assert job.backup(["a", "b"]).directory == tmp_path / "multitask"
+    backup = job.backup([Task("a", "binary"), Task("b", "binary")])
+    assert backup.directory == tmp_path / "multitask"
+    assert backup.settings["learning_rate"] == 1e-3 and [t["name"] for t in backup.settings["tasks"]] == ["a", "b"]
     with pytest.raises(SystemExit):
         _parser().parse_args(["train", "text", "--strategy", "ring"])
 

@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtl_keras.datasets.features import Feature, column_dict
-from mtl_keras.labels import prepare_labels
+from mtl_keras.labels import LabelError, prepare_labels
 from mtl_keras.seeds import DEFAULT_SEED
 from mtl_keras.tasks import Task
 
@@ -30,7 +30,12 @@ def as_text_array(texts, what: str = "texts") -> np.ndarray:
         raise InputError(f"{what}: the list is empty; the text model needs at least one example.")
     for index, text in enumerate(array):
         if isinstance(text, bytes):
-            array[index] = text.decode("utf-8")
+            try:
+                array[index] = text.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise InputError(f"{what}: item {index} is bytes that are not UTF-8 ({error.reason} at byte "
+                                 f"{error.start}: {text[error.start:error.start + 4]!r}); decode it to str with its "
+                                 f"own encoding first.") from None
         elif not isinstance(text, str):
             raise InputError(f"{what}: the text model takes strings; item {index} is {type(text).__name__} "
                              f"({text!r}).")
@@ -111,6 +116,24 @@ def as_image_array(images, image_shape, what: str = "images") -> np.ndarray:
     return array.astype(np.uint8)
 
 
+def check_model_inputs(inputs, model_inputs):
+    """Array inputs checked for a model as the dataset helpers check them: a model of one string input takes strings
+    (`as_text_array`), one of one uint8 image input takes uint8 pixel values (`as_image_array`: floats only as whole
+    numbers in 0..255, so images scaled to [0, 1] fail instead of being rescaled a second time). Anything else (a
+    dict of columns, a tf.data.Dataset, a string tensor, a model of other inputs) is returned as it is."""
+    if len(model_inputs) != 1 or not isinstance(inputs, np.ndarray | list | tf.Tensor):
+        return inputs
+    spec = model_inputs[0]
+    name = getattr(spec, "name", None) or "input"
+    if spec.dtype == "string":
+        if isinstance(inputs, tf.Tensor):
+            return inputs if inputs.dtype == tf.string else as_text_array(inputs.numpy(), f"model input {name!r}")
+        return as_text_array(inputs, f"model input {name!r}")
+    if spec.dtype == "uint8" and len(spec.shape) == 4:
+        return as_image_array(np.asarray(inputs), spec.shape[1:], f"model input {name!r}")
+    return inputs
+
+
 def make_dataset(
     inputs,
     labels: Mapping[str, object],
@@ -147,5 +170,15 @@ def make_text_dataset(texts, labels, tasks, masks=None, **kwargs) -> tf.data.Dat
 
 
 def make_image_dataset(images, labels, tasks, image_shape, masks=None, **kwargs) -> tf.data.Dataset:
-    """`make_dataset` for the vision model, checking the images first (see `as_image_array`)."""
-    return make_dataset(as_image_array(images, image_shape), labels, tasks, masks, **kwargs)
+    """`make_dataset` for the vision model, checking the images first (see `as_image_array`) and that every
+    per-pixel label map (segmentation) has the images' height and width."""
+    images = as_image_array(images, image_shape)
+    for task in tasks:
+        given = labels.get(task.name) if isinstance(labels, Mapping) else None
+        if task.spec.pixel_labels and given is not None and np.ndim(given) >= 3:
+            size = tuple(np.shape(given)[1:3])
+            if size != tuple(images.shape[1:3]):
+                raise LabelError(f"Task {task.name!r} ({task.kind}): the label maps are {size[0]}x{size[1]} "
+                                 f"(height x width) where the images are {images.shape[1]}x{images.shape[2]}; each "
+                                 f"map must have its image's size.")
+    return make_dataset(images, labels, tasks, masks, **kwargs)

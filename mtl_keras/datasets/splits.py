@@ -85,4 +85,5 @@ def stratified_split_indices(
         bounds = np.round(np.cumsum(fractions) * len(members)).astype(int)
         for part, (start, stop) in enumerate(zip(np.concatenate([[0], bounds[:-1]]), bounds, strict=True)):
             parts[part].append(members[start:stop])
-    return [np.sort(np.concatenate(chunks)) for chunks in parts]
+    # No strata at all (an empty corpus): every part is empty.
+    return [np.sort(np.concatenate(chunks)) if chunks else np.array([], dtype=int) for chunks in parts]

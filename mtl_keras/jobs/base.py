@@ -41,7 +41,7 @@ from mtl_keras.export import atomic_directory, export_saved_model
 from mtl_keras.seeds import DEFAULT_SEED, set_global_seed
 from mtl_keras.tasks import Task, as_task_dict
 from mtl_keras.training.backup import TrainingBackup
-from mtl_keras.training.callbacks import MeanRelativeValidationLoss, StopOnNonFiniteLoss
+from mtl_keras.training.callbacks import MeanRelativeValidationLoss, NonFiniteLossError, StopOnNonFiniteLoss
 from mtl_keras.training.compile import compile_multitask, resolve_loss_weights
 from mtl_keras.training.gradients import get_gradient_method
 from mtl_keras.training.precision import loss_scaled, mixed_precision
@@ -70,6 +70,44 @@ class JobConfig:
     backup_every: int | None = None  # batches between backups, beside the one at each epoch's end
 
 
+# Settings that a resumed training may change: they do not alter the state a backup restores.
+RESUMABLE_CHANGES = ("backup_dir", "backup_every", "strategy", "baselines")
+
+
+class RunFolderError(ValueError):
+    """A run folder that is incomplete or damaged; the message names the file and what to do."""
+
+
+def check_job_config(config: JobConfig) -> None:
+    """Refuses settings that would train nothing or make no sense, naming the option, before any data is loaded."""
+    why = {"epochs": " (0 epochs would write a run folder of an untrained model)", "batch_size": ""}
+    for name, reason in why.items():
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}{reason}.")
+    if isinstance(config.patience, bool) or not isinstance(config.patience, int) or config.patience < 0:
+        raise ValueError(f"patience must be a whole number >= 0, got {config.patience!r}.")
+    if not isinstance(config.learning_rate, int | float) or not 0 < config.learning_rate < float("inf"):
+        raise ValueError(f"--learning-rate must be a finite number > 0, got {config.learning_rate!r}.")
+    if config.limit is not None and (isinstance(config.limit, bool) or not isinstance(config.limit, int)
+                                     or config.limit < 1):
+        raise ValueError(f"--limit must be a whole number >= 1, got {config.limit!r}.")
+    if config.backup_every is not None and not config.backup_dir:
+        raise ValueError("--backup-every needs --backup-dir (where the backups go).")
+
+
+def check_splits_not_empty(splits: Splits, limit: int | None = None) -> None:
+    """Raises, naming the empty split and every split's size, when a split has no examples (e.g. a tiny --limit)."""
+    sizes = {name: len(getattr(splits, name)) for name in ("train", "validation", "test")}
+    empty = [name for name, size in sizes.items() if size == 0]
+    if empty:
+        cause = f"--limit {limit} leaves" if limit is not None else "the data leave"
+        named = " and ".join([", ".join(empty[:-1]), empty[-1]] if len(empty) > 1 else empty)
+        raise ValueError(f"{cause} the {named} split{'s' if len(empty) > 1 else ''} empty "
+                         f"({', '.join(f'{name} {size}' for name, size in sizes.items())} examples); every split "
+                         f"needs examples{': give a larger --limit' if limit is not None else ''}.")
+
+
 class Job:
     """A job: how to load its data, build its model and feed it. Subclasses fill in the class attributes."""
 
@@ -80,6 +118,7 @@ class Job:
     def __init__(self, config: JobConfig | None = None, **overrides):
         config = config or self.config_class()
         self.config = dataclasses.replace(config, **overrides)
+        check_job_config(self.config)
 
     # --- what a job defines -------------------------------------------------------------------------------------
     def load_data(self) -> Splits:
@@ -136,7 +175,16 @@ class Job:
         if not self.config.backup_dir:
             return None
         name = "multitask" if len(tasks) > 1 else f"single-{tasks[0].name}"
-        return TrainingBackup(Path(self.config.backup_dir) / name, save_every=self.config.backup_every)
+        return TrainingBackup(Path(self.config.backup_dir) / name, save_every=self.config.backup_every,
+                              settings=self.backup_settings(tasks))
+
+    def backup_settings(self, tasks: list[Task]) -> dict[str, Any]:
+        """What a backup records of the training it belongs to, and refuses to resume under if it differs: every
+        setting of the job but where and how often it backs up, on which devices it runs, and whether baselines
+        follow (which do not change a training's state), and the tasks."""
+        settings = {key: value for key, value in dataclasses.asdict(self.config).items()
+                    if key not in RESUMABLE_CHANGES}
+        return {"job": self.name, **settings, "tasks": [task.get_config() for task in tasks]}
 
     def train(self, tasks: list[Task], splits: Splits, verbose: int | str = "auto",
               callbacks: list | None = None) -> tuple[keras.Model, dict]:
@@ -182,7 +230,18 @@ class Job:
         )
         for callback in callbacks:
             if isinstance(callback, StopOnNonFiniteLoss):
-                callback.raise_if_failed()
+                try:
+                    callback.raise_if_failed()
+                except NonFiniteLossError as error:
+                    if backup is None:
+                        raise
+                    # The backup keeps the diverged state: the same command would only stop there again.
+                    origin = (f"this training resumed from the backup in {backup.directory}, which holds the diverged "
+                              f"state" if backup.restored_from is not None else
+                              f"the backup in {backup.directory} now holds the diverged state")
+                    raise NonFiniteLossError(f"{error} Note: {origin}; to start fresh, delete "
+                                             f"{Path(self.config.backup_dir)} or pass another --backup-dir."
+                                             ) from None
         return {key: [float(v) for v in values] for key, values in history.history.items()}
 
     def evaluate(self, model, tasks: list[Task], split: Split) -> dict[str, dict[str, float]]:
@@ -195,8 +254,13 @@ class Job:
         """Trains the multi-task model (and baselines if asked), then writes the run folder; returns its path (None on
         a multi-worker strategy's workers other than the chief, which alone writes the folder)."""
         splits = self.load_data()
+        check_splits_not_empty(splits, self.config.limit)
         tasks = splits.tasks
         resolve_loss_weights(as_task_dict(tasks), self.config.loss_weights)  # bad names fail before any training
+        for task_set in [tasks, *([[task] for task in tasks] if self.config.baselines else [])]:
+            backup = self.backup(task_set)
+            if backup is not None:
+                backup.check_settings()  # a backup of other settings fails now, not after the first training
         output = Path(output or Path("runs") / f"{self.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
         if output.exists() and not overwrite:  # checked again when writing; this saves a wasted training
             raise FileExistsError(f"{output} already exists; choose another --output or pass --overwrite.")
@@ -280,3 +344,38 @@ def read_run(run: str | Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{run} is not a run folder (no config.json); pass the folder `mtl-keras train` wrote.")
     return json.loads(path.read_text())
+
+
+def load_run_model(run: str | Path) -> keras.Model:
+    """A run folder's `model.keras`, with a `RunFolderError` naming the file when it is missing or cannot be read."""
+    path = Path(run) / "model.keras"
+    if not path.is_file():
+        raise RunFolderError(f"{run} has no model.keras; the run folder is incomplete: train the run again.")
+    try:
+        return keras.models.load_model(path)
+    except Exception as error:  # Keras reports a truncated zip as "File not found"; say which file is damaged
+        raise RunFolderError(f"{path} cannot be read as a Keras model ({type(error).__name__}: {error}); the file "
+                             f"is damaged or truncated: train the run again.") from error
+
+
+def load_run_saved_model(run: str | Path, allow_unsafe_ops: bool = False):
+    """A run folder's `saved_model/`, after refusing a graph that writes files or runs Python code
+    (`mtl_keras.saved_model_check`) unless `allow_unsafe_ops`; `RunFolderError` when it is missing or damaged."""
+    from google.protobuf.message import DecodeError
+
+    from mtl_keras.export import load_saved_model
+    from mtl_keras.saved_model_check import UnsafeSavedModelError, check_saved_model_ops
+
+    path = Path(run) / "saved_model"
+    if not (path / "saved_model.pb").is_file():
+        raise RunFolderError(f"{run} has no saved_model/ (no {path / 'saved_model.pb'}); the run folder is "
+                             f"incomplete: train the run again.")
+    try:
+        if not allow_unsafe_ops:
+            check_saved_model_ops(path)
+        return load_saved_model(path)
+    except UnsafeSavedModelError:
+        raise
+    except (DecodeError, OSError, ValueError, tf.errors.OpError) as error:
+        raise RunFolderError(f"{path} cannot be loaded as a SavedModel ({type(error).__name__}: "
+                             f"{str(error).strip()[:300]}); it is damaged: train the run again.") from error

@@ -8,6 +8,9 @@ backup left off. What a backup holds:
   random-seed states such as dropout's), the optimizer's variables (step count, moments, learning rate) and the
   metric accumulators (so that a resumed epoch logs what an uninterrupted one would);
 - where training stands: the next epoch, the batches of it already done, whether early stopping asked to stop;
+- the settings the training was started with (`settings=`, a JSON-able dict such as a job's learning rate, loss
+  weighting and model options): a training started with other settings is refused (`BackupSettingsError`, listing
+  each setting that differs), since it would go on from the optimizer state and weights of the old ones;
 - the History so far and the state of the callbacks that have one: `keras.callbacks.EarlyStopping` (best value and
   weights, patience count), `keras.callbacks.ReduceLROnPlateau`, and any callback with `backup_state()` (a
   JSON-able dict) and `restore_backup_state(state)` (`MeanRelativeValidationLoss`, `StopOnNonFiniteLoss`).
@@ -64,6 +67,10 @@ class ResumePoint:
     stopped: bool = False
 
 
+class BackupSettingsError(ValueError):
+    """A backup was made with other settings than the training about to resume from it."""
+
+
 class TrainingBackup:
     """A directory of training backups (see the module docstring).
 
@@ -71,9 +78,12 @@ class TrainingBackup:
         directory: where the backups live; created when the first one is written. One directory per training.
         save_every: also save every `save_every` training batches (None: at the end of each epoch only).
         keep: complete backups kept (at least 1; the newest ones).
+        settings: what the training was started with (a JSON-able dict), recorded in each backup; resuming from a
+            backup that recorded other settings raises `BackupSettingsError` (None: nothing recorded or checked).
     """
 
-    def __init__(self, directory: str | os.PathLike, save_every: int | None = None, keep: int = 1):
+    def __init__(self, directory: str | os.PathLike, save_every: int | None = None, keep: int = 1,
+                 settings: dict | None = None):
         if save_every is not None and (isinstance(save_every, bool) or not isinstance(save_every, int)
                                        or save_every < 1):
             raise ValueError(f"save_every must be a positive number of batches or None, got {save_every!r}.")
@@ -82,6 +92,9 @@ class TrainingBackup:
         self.directory = Path(directory)
         self.save_every = save_every
         self.keep = keep
+        # JSON's view of the settings (tuples become lists), as they will read back from a backup.
+        self.settings = None if settings is None else json.loads(json.dumps(settings))
+        self.restored_from: Path | None = None  # the backup the last `restore` put back, if any
         self._pending: dict | None = None  # the state a mid-epoch resume still has to put back
 
     def __repr__(self) -> str:
@@ -99,13 +112,34 @@ class TrainingBackup:
                                f"by something other than TrainingBackup.")
         return folder
 
+    def check_settings(self) -> None:
+        """Raises `BackupSettingsError` if the newest backup recorded other settings than this training's, listing
+        each one that differs (nothing to check without a backup, or without settings on either side)."""
+        folder = self.latest()
+        if folder is None or self.settings is None:
+            return
+        recorded = json.loads((folder / "state.json").read_text()).get("settings")
+        if recorded is None:
+            return
+        differences = [f"{key}: {_shown(recorded.get(key, '(not set)'))} in the backup, "
+                       f"{_shown(self.settings.get(key, '(not set)'))} now"
+                       for key in sorted(set(recorded) | set(self.settings))
+                       if recorded.get(key, "(not set)") != self.settings.get(key, "(not set)")]
+        if differences:
+            raise BackupSettingsError(
+                f"The backup in {self.directory} was made with other settings than this training's, so it cannot "
+                f"resume from it: " + "; ".join(differences) + f". Run again with the backup's settings to resume, "
+                f"or delete {self.directory} (or choose another backup directory) to start fresh.")
+
     def restore(self, model: keras.Model, callbacks=None) -> ResumePoint | None:
         """Puts the newest backup's state back into `model`, its optimizer and `callbacks` (a `CallbackList` or a
         list, after their `on_train_begin`; None: the model's state only); returns where training goes on, or None
         when there is no backup."""
+        self.restored_from = None
         folder = self.latest()
         if folder is None:
             return None
+        self.check_settings()
         state = json.loads((folder / "state.json").read_text())
         if state.get("format") != FORMAT:
             raise RuntimeError(f"{folder} was written by another version of TrainingBackup (format "
@@ -124,6 +158,7 @@ class TrainingBackup:
         if callbacks is not None:
             _restore_callbacks(_callback_list(callbacks), state["callbacks"], arrays)
         point = ResumePoint(**state["resume"])
+        self.restored_from = folder
         self._pending = {"arrays": arrays, "state": state} if point.batch else None
         return point
 
@@ -166,7 +201,8 @@ class TrainingBackup:
                                     "arrays": {name: len(values) for name, values in callback_arrays.items()}})
             for name, values in callback_arrays.items():
                 arrays.update({f"callbacks/{key}/{name}/{i}": np.asarray(v) for i, v in enumerate(values)})
-        state = {"format": FORMAT, "resume": vars(resume), "counts": counts, "callbacks": callback_states}
+        state = {"format": FORMAT, "resume": vars(resume), "counts": counts, "callbacks": callback_states,
+                 "settings": self.settings}
         return self._write(state, arrays)
 
     def _write(self, state: dict, arrays: dict[str, np.ndarray]) -> Path:
@@ -313,6 +349,12 @@ def _restore_callbacks(callbacks: list, states: list[dict], arrays: dict[str, np
         elif isinstance(callback, keras.callbacks.ReduceLROnPlateau):
             callback.wait, callback.cooldown_counter, callback.best = (state["wait"], state["cooldown_counter"],
                                                                        state["best"])
+
+
+def _shown(value) -> str:
+    """A setting as the refusal shows it: short values whole, long ones (a task list) cut."""
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _jsonable(value):

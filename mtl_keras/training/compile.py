@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from collections.abc import Mapping, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from mtl_keras.labels import check_task_names
@@ -36,7 +39,8 @@ def resolve_loss_weights(tasks: Mapping[str, Task], loss_weights: Mapping[str, f
     given = _overrides(tasks, loss_weights, "loss_weights")
     weights = {name: given.get(name, task.weight) for name, task in tasks.items()}
     for name, weight in weights.items():
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight < float("inf"):
+        # numbers.Real takes NumPy's scalars too (np.float32(0.5)); a bool is refused, not read as 0 or 1.
+        if isinstance(weight, bool | np.bool_) or not isinstance(weight, numbers.Real) or not 0.0 <= weight < math.inf:
             raise ValueError(f"loss_weights[{name!r}] must be a finite number >= 0, got {weight!r}.")
     return {name: float(weight) for name, weight in weights.items()}
 

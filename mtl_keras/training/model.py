@@ -34,6 +34,7 @@ from collections.abc import Mapping
 import keras
 import tensorflow as tf
 
+from mtl_keras.datasets.pipeline import check_model_inputs
 from mtl_keras.distribute import is_multi_worker
 from mtl_keras.training.balancing import Balancer, BalancingMonitor
 from mtl_keras.training.gradients import get_gradient_method
@@ -122,6 +123,12 @@ class MultiTaskModel(keras.Model):
         if backup is not None:
             raise ValueError("backup= needs our loop (loop='custom' or 'auto'); Keras' fit has no mid-epoch resume.")
         return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        """Keras' `predict`, after checking array inputs as `make_text_dataset` and `make_image_dataset` do
+        (`mtl_keras.datasets.pipeline.check_model_inputs`): non-strings for a text model, or float images in
+        [0, 1] for a uint8 image model, fail naming the input instead of giving other outputs."""
+        return super().predict(check_model_inputs(x, self.inputs), *args, **kwargs)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras (3.x, TF backend) builds the metrics, loss trackers and optimizer slots here from a batch it draws
