@@ -5,6 +5,8 @@ The public API lives here and nowhere else.
 
 __version__ = "0.1.0"
 
+# First, before anything imports TensorFlow: a quiet start-up for the `mtl-keras` command (see the module).
+import mtl_keras._startup  # noqa: F401, I001
 from mtl_keras.builders import (
     attach_heads,
     attach_shared_heads,

@@ -38,6 +38,8 @@ class KindSpec:
     sparse_labels: bool  # labels are class indices (one per example, or per pixel) rather than vectors
     label_description: str
     extra_metrics: dict[str, MetricFactory] = dataclasses.field(default_factory=dict)  # on request only
+    # Outputs a SavedModel adds beside the task's own, as `<task>_<suffix>`: suffix -> function of the output.
+    export_extras: dict[str, Callable[[Any], Any]] = dataclasses.field(default_factory=dict)
 
     @property
     def all_metrics(self) -> dict[str, MetricFactory]:
@@ -124,6 +126,9 @@ KINDS: dict[str, KindSpec] = {
         },
         sparse_labels=True,
         label_description="an (H, W) map of class indices in [0, num_classes) per example (all -1 = missing)",
+        # The class on top at each pixel, what a user draws (int32, (batch, H, W)).
+        export_extras={"mask": lambda probabilities: keras.ops.cast(keras.ops.argmax(probabilities, axis=-1),
+                                                                    "int32")},
     ),
 }
 
@@ -258,6 +263,12 @@ class Task:
         return tuple(m if isinstance(m, str) else m.name for m in (self.metrics or self.default_metric_names))
 
     @property
+    def headline_metric(self) -> str:
+        """The one metric the progress bar shows for this task: the first of its metrics (the kind's first by
+        default, in `KINDS`' order)."""
+        return self.metric_names[0]
+
+    @property
     def default_metric_names(self) -> tuple[str, ...]:
         """The kind's default metrics (and `background_iou` for a segmentation task with a background class)."""
         extra = ("background_iou",) if self.background_class is not None else ()
@@ -303,8 +314,14 @@ class Task:
         return cls(**config)
 
 
-def as_task_dict(tasks: Sequence[Task] | dict[str, Task]) -> dict[str, Task]:
-    """Tasks keyed by name, checking they are Task objects with distinct names."""
+def as_task_dict(tasks) -> dict[str, Task]:
+    """Tasks keyed by name, checking they are Task objects with distinct names. `tasks` is a list of tasks, a dict of
+    them, or a model that carries its tasks (`MultiTaskModel.tasks`)."""
+    if hasattr(tasks, "tasks") and not isinstance(tasks, (dict, list, tuple)):
+        if tasks.tasks is None:
+            raise ValueError(f"Model {getattr(tasks, 'name', tasks)!r} carries no tasks; pass the tasks themselves "
+                             f"or build it with mtl_keras.MultiTaskModel(inputs, outputs, tasks=tasks).")
+        tasks = tasks.tasks
     task_list = list(tasks.values()) if isinstance(tasks, dict) else list(tasks)
     if not task_list:
         raise ValueError("At least one Task is needed.")
