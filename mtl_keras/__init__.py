@@ -41,7 +41,7 @@ from mtl_keras.encoders.text import (
     get_text_encoder,
 )
 from mtl_keras.evaluation import compute_metrics, delta_m, roc_auc, task_deltas
-from mtl_keras.export import export_saved_model, load_saved_model
+from mtl_keras.export import export_saved_model, load_saved_model, serving_signature
 from mtl_keras.heads import TaskHead
 from mtl_keras.labels import MISSING, LabelError, prepare_labels
 from mtl_keras.losses import MaskedLoss
@@ -91,6 +91,7 @@ from mtl_keras.training.gradients import (
 )
 from mtl_keras.training.loop import fit_distributed
 from mtl_keras.training.model import MultiTaskModel
+from mtl_keras.training.progress import TaskProgressBar
 from mtl_keras.training.weighting import (
     DWA,
     FAMO,
@@ -155,6 +156,7 @@ __all__ = [
     "TaskAttention",
     "TaskCascade",
     "TaskHead",
+    "TaskProgressBar",
     "TrainingBackup",
     "TransformerBlock",
     "TransformerTextEncoder",
@@ -196,6 +198,7 @@ __all__ = [
     "prepare_labels",
     "roc_auc",
     "sentiment_token_features",
+    "serving_signature",
     "set_global_seed",
     "split_cpu",
     "task_deltas",
