@@ -5,6 +5,8 @@ The public API lives here and nowhere else.
 
 __version__ = "0.1.0"
 
+# First, before anything imports TensorFlow: a quiet start-up for the `mtl-keras` command (see the module).
+import mtl_keras._startup  # noqa: F401, I001
 from mtl_keras.builders import (
     attach_heads,
     attach_shared_heads,
@@ -39,7 +41,7 @@ from mtl_keras.encoders.text import (
     get_text_encoder,
 )
 from mtl_keras.evaluation import compute_metrics, delta_m, roc_auc, task_deltas
-from mtl_keras.export import export_saved_model, load_saved_model
+from mtl_keras.export import export_saved_model, load_saved_model, serving_signature
 from mtl_keras.heads import TaskHead
 from mtl_keras.labels import MISSING, LabelError, prepare_labels
 from mtl_keras.losses import MaskedLoss
@@ -89,6 +91,7 @@ from mtl_keras.training.gradients import (
 )
 from mtl_keras.training.loop import fit_distributed
 from mtl_keras.training.model import MultiTaskModel
+from mtl_keras.training.progress import TaskProgressBar
 from mtl_keras.training.weighting import (
     DWA,
     FAMO,
@@ -153,6 +156,7 @@ __all__ = [
     "TaskAttention",
     "TaskCascade",
     "TaskHead",
+    "TaskProgressBar",
     "TrainingBackup",
     "TransformerBlock",
     "TransformerTextEncoder",
@@ -194,6 +198,7 @@ __all__ = [
     "prepare_labels",
     "roc_auc",
     "sentiment_token_features",
+    "serving_signature",
     "set_global_seed",
     "split_cpu",
     "task_deltas",

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import keras
 import numpy as np
 
-from mtl_keras.datasets.features import Feature
+from mtl_keras.datasets.features import Feature, input_names
 from mtl_keras.datasets.pipeline import as_text_array
 from mtl_keras.datasets.tokenization import build_vocabulary, split_graph, standardize_graph
 from mtl_keras.encoders.tabular import encode_features, feature_inputs
@@ -48,6 +48,16 @@ def attach_shared_heads(
     """A sharing layer on the trunk's output, then a head per task (chained if `cascade`); outputs by task name.
 
     `sharing="cascade"` is hard sharing with `cascade=TaskCascade(**sharing_options)` (e.g. `{"order": [...]}`).
+
+    A model of one's own trunk, with the tasks given once (it then compiles, evaluates and exports as the builders'):
+
+    >>> from mtl_keras import Task, export_saved_model
+    >>> tasks = [Task("a", "binary"), Task("b", "regression")]
+    >>> inputs = keras.Input((3,), name="signal")
+    >>> trunk = keras.layers.Dense(4, name="trunk")(inputs)
+    >>> model = MultiTaskModel(inputs, attach_shared_heads(trunk, tasks, "mmoe", {"num_experts": 2}), tasks=tasks)
+    >>> model.compile(optimizer="adam")
+    >>> path = export_saved_model(model, getfixture("tmp_path") / "custom")   # the signature: the model's inputs
     """
     tasks = as_task_dict(tasks)
     options = dict(sharing_options or {})
@@ -164,7 +174,7 @@ def build_text_model(
     shared = get_text_encoder(encoder, **options)(embedded)
     shared = keras.layers.Dropout(dropout, name="shared_dropout")(shared)
     outputs = attach_shared_heads(shared, tasks, sharing, sharing_options, cascade, head_hidden_units, dropout)
-    return MultiTaskModel(inputs, outputs, name=name)
+    return MultiTaskModel(inputs, outputs, tasks=tasks, name=name)
 
 
 def build_tabular_model(
@@ -178,6 +188,9 @@ def build_tabular_model(
     name: str = "tabular_multitask",
 ) -> keras.Model:
     """A multi-task model on tabular data: a dict of raw columns in, one output per task out.
+
+    The columns keep the user's names: the model's inputs are named by `mtl_keras.datasets.features.input_name`,
+    and `model.predict`, `make_tabular_dataset` and the exported SavedModel's `serve` take the original names.
 
     raw columns -> per column `StringLookup` + `Embedding` (categorical) or standardisation (numeric), concatenated
     -> sharing layer (shared bottom, MMoE, PLE, ...) -> one `TaskHead` per task.
@@ -212,10 +225,11 @@ def build_tabular_model(
     names = [f.name for f in features]
     if len(set(names)) != len(names):
         raise ValueError(f"build_tabular_model: feature names must be distinct, got {names}.")
+    columns = {name: column for column, name in input_names(names).items()}  # fails on two columns, one input name
     inputs = feature_inputs(features)
     shared = encode_features(inputs, features)
     outputs = attach_shared_heads(shared, tasks, sharing, sharing_options, cascade, head_hidden_units, dropout)
-    return MultiTaskModel(inputs, outputs, name=name)
+    return MultiTaskModel(inputs, outputs, tasks=tasks, input_columns=columns, name=name)
 
 
 def build_vision_model(
@@ -271,4 +285,4 @@ def build_vision_model(
             outputs[task.name] = TaskHead.for_task(task)(features.pixels)
         else:
             outputs[task.name] = TaskHead.for_task(task, hidden_units=head_hidden_units, dropout=dropout)(pooled)
-    return MultiTaskModel(inputs, outputs, name=name)
+    return MultiTaskModel(inputs, outputs, tasks=tasks, name=name)

@@ -6,13 +6,12 @@ import argparse
 import ast
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ start-up noise; real errors still raise
+# TensorFlow's C++ start-up lines are kept out by the package's first import (mtl_keras/_startup.py), unless --verbose.
 
 
 def _loss_weight(text: str) -> tuple[str, float]:
@@ -109,6 +108,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="mtl-keras",
         description="Multi-task learning with Keras: train a job, evaluate or query a run folder.",
     )
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's start-up lines (CUDA, CPU features), hidden by default; anywhere")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser(
@@ -438,7 +439,9 @@ def _predict(args) -> int:
     record = read_run(args.run)
     tasks = {t["name"]: Task.from_config(t) for t in record["tasks"]}
     saved = load_run_saved_model(args.run, allow_unsafe_ops=args.allow_unsafe_ops)
-    specs = saved.signatures["serving_default"].structured_input_signature[1]
+    # `serve` takes what the model takes: one tensor, or a dict of columns under the user's own names.
+    served = saved.serve.concrete_functions[0].structured_input_signature[0][0]
+    specs = served if isinstance(served, dict) else {served.name: served}
     outputs = {name: value.numpy() for name, value in saved.serve(serving_inputs(args.inputs, specs)).items()}
     written = {}
     for name, task in tasks.items():
@@ -461,9 +464,11 @@ def _predict(args) -> int:
 
 def serving_inputs(given: list[str], specs: dict):
     """Command-line inputs as the SavedModel takes them: texts for a model of one string input, else one JSON object
-    of raw column values per example (e.g. '{"age": 40, "education": "Masters degree(MA MS MEng MEd MSW MBA)"}')."""
+    of raw column values per example (e.g. '{"age": 40, "education": "Masters degree(MA MS MEng MEd MSW MBA)"}'),
+    each column under its own name (`specs`' keys) or its input name (the spec's name: `serving_default`'s)."""
     import tensorflow as tf
 
+    from mtl_keras.datasets.features import category_value
     from mtl_keras.datasets.pipeline import InputError
 
     if len(specs) == 1 and next(iter(specs.values())).dtype == tf.string:
@@ -478,6 +483,8 @@ def serving_inputs(given: list[str], specs: dict):
             raise InputError(f"input {index}: expected a JSON object of column values ({error}).") from None
         if not isinstance(row, dict):
             raise InputError(f"input {index}: expected a JSON object of column values, got {text!r}.")
+        row = {name: row[name] if name in row else row[spec.name] for name, spec in specs.items()
+               if name in row or spec.name in row}
         missing = sorted(set(specs) - set(row))
         if missing:
             raise InputError(f"input {index}: no value for column(s) {missing}; the model takes {len(specs)} columns "
@@ -487,7 +494,8 @@ def serving_inputs(given: list[str], specs: dict):
     for name, spec in specs.items():
         values = [row[name] for row in rows]
         try:
-            columns[name] = tf.constant([str(v) for v in values] if spec.dtype == tf.string else values,
+            # Categories as training saw them: 10001.0 is the category "10001", null the missing category.
+            columns[name] = tf.constant([category_value(v) for v in values] if spec.dtype == tf.string else values,
                                         dtype=spec.dtype)
         except (TypeError, ValueError):
             raise InputError(f"column {name!r} takes {spec.dtype.name} values, got {values!r}.") from None
@@ -564,6 +572,8 @@ def describe_prediction(task, output) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # --verbose may come anywhere; it was read before TensorFlow was imported (mtl_keras/_startup.py).
+    argv = [arg for arg in (sys.argv[1:] if argv is None else argv) if arg != "--verbose"]
     args = _parser().parse_args(argv)
     from mtl_keras.datasets.pipeline import InputError
     from mtl_keras.labels import LabelError

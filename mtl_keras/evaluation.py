@@ -28,12 +28,14 @@ from mtl_keras.tasks import Task, as_task_dict
 
 
 def compute_metrics(
-    tasks: Sequence[Task],
+    tasks,
     predictions: Mapping[str, np.ndarray],
     labels: Mapping[str, np.ndarray],
     masks: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, dict[str, float]]:
     """`{task: {metric: value, ..., "labelled": count}}` over the examples that carry each task's label.
+
+    `tasks` is the model (a `MultiTaskModel` carries its tasks) or the tasks themselves.
 
     A segmentation task also gets `iou_per_class`: `{class name (or id): IoU}` over every pixel of the labelled
     examples.

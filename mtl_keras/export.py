@@ -11,17 +11,43 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from mtl_keras.tasks import as_task_dict
+
 TEXT_SIGNATURE = [tf.TensorSpec([None], tf.string, name="text")]
+
+
+def serving_signature(model: keras.Model) -> list:
+    """The input signature a model's own inputs imply: one `tf.TensorSpec` per input (its name, dtype and shape,
+    any batch size), structured as the model takes them (one tensor, a list, or a dict). A tabular model's dict is
+    keyed by the user's column names (`model.input_columns`), each spec named by its input name: `serve` then takes
+    the columns as the user has them, and `serving_default` (whose arguments must be names TensorFlow accepts) the
+    input names.
+
+    >>> from mtl_keras import Task, build_vision_model
+    >>> serving_signature(build_vision_model([Task("kind", "binary")], image_shape=(8, 8, 1), filters=(4,)))
+    [TensorSpec(shape=(None, 8, 8, 1), dtype=tf.uint8, name='image')]
+    """
+    columns = getattr(model, "input_columns", None) or {}
+
+    def spec(tensor):
+        return tf.TensorSpec(tensor.shape, tf.as_dtype(tensor.dtype), name=tensor.name)
+
+    structure = model.input
+    if isinstance(structure, dict):
+        return [{columns.get(name, name): spec(tensor) for name, tensor in structure.items()}]
+    return [tf.nest.map_structure(spec, structure)]
 
 
 def export_saved_model(model: keras.Model, path: str | os.PathLike, input_signature=None, tasks=None) -> Path:
     """Writes a SavedModel whose `serve` and `serving_default` endpoints take raw inputs and return every task.
 
-    `input_signature` defaults to a batch of strings (`tf.string[None]`, named `text`) for text models. Given the
-    `tasks`, each segmentation task also returns its argmax mask as `<task>_mask` (int32, `(batch, H, W)`), beside
-    its per-class probabilities. A model compiled with a loss weighting also gets a `task_weights` endpoint (no
-    inputs; each task's current weight, e.g. uncertainty weighting's 0.5 exp(-s_t)), and its state variables travel
-    in the SavedModel.
+    `input_signature` defaults to the one the model's inputs imply (`serving_signature`: strings for text models,
+    uint8 images, a dict of raw columns under the user's column names), for every builder and for a functional model
+    of one's own. Each task that the model carries (`MultiTaskModel.tasks`, or `tasks` here) adds the outputs its
+    kind exports (`KINDS[kind].export_extras`): a segmentation task returns its argmax mask as `<task>_mask` (int32,
+    `(batch, H, W)`), beside its per-class probabilities. A model compiled with a loss weighting also gets a
+    `task_weights` endpoint (no inputs; each task's current weight, e.g. uncertainty weighting's 0.5 exp(-s_t)), and
+    its state variables travel in the SavedModel.
 
     Inputs are checked inside the graph: an input of another shape than its spec (any batch size; e.g. a 32x32 image
     for a 64x64 model) fails with an error naming the input and the shape expected (`serving_default`, as TF Serving
@@ -32,8 +58,7 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, input_signat
     >>> import numpy as np
     >>> from mtl_keras import Task, build_vision_model
     >>> model = build_vision_model([Task("kind", "multiclass", num_classes=3)], image_shape=(8, 8, 1), filters=(4,))
-    >>> path = export_saved_model(model, getfixture("tmp_path") / "saved",
-    ...                           [tf.TensorSpec([None, 8, 8, 1], tf.uint8, name="image")])
+    >>> path = export_saved_model(model, getfixture("tmp_path") / "saved")
     >>> served = load_saved_model(path).signatures["serving_default"](image=tf.zeros([2, 8, 8, 1], tf.uint8))
     >>> served["kind"].dtype.name, tuple(served["kind"].shape)
     ('float32', (2, 3))
@@ -41,19 +66,24 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, input_signat
     In a shell, `saved_model_cli show --dir RUN/saved_model --all` lists the signature.
     """
     path = Path(path)
-    signature = input_signature or TEXT_SIGNATURE
+    signature = input_signature or serving_signature(model)
     archive = keras.export.ExportArchive()
     archive.track(model)
-    masks = [task.name for task in (tasks or ()) if task.kind == "segmentation"]
+    tasks = tasks if tasks is not None else getattr(model, "tasks", None)
+    extras = [(task.name, suffix, extra) for task in as_task_dict(tasks).values()
+              for suffix, extra in task.spec.export_extras.items()] if tasks else []
+    column_inputs = {column: name for name, column in (getattr(model, "input_columns", None) or {}).items()}
 
     def serve(*inputs):
         inputs = checked_inputs(inputs, signature)
+        if len(inputs) == 1 and isinstance(inputs[0], dict) and column_inputs:
+            inputs = ({column_inputs.get(key, key): value for key, value in inputs[0].items()},)
         outputs = tf.nest.map_structure(_as_float32, model(*inputs, training=False))
-        if not masks:
+        if not extras:
             return outputs
         outputs = dict(outputs)
-        for name in masks:
-            outputs[f"{name}_mask"] = tf.argmax(outputs[name], axis=-1, output_type=tf.int32)
+        for name, suffix, extra in extras:
+            outputs[f"{name}_{suffix}"] = extra(outputs[name])
         return outputs
 
     archive.add_endpoint("serve", serve, input_signature=signature)

@@ -39,6 +39,8 @@ class KindSpec:
     label_description: str
     extra_metrics: dict[str, MetricFactory] = dataclasses.field(default_factory=dict)  # on request only
     pixel_labels: bool = False  # one label per pixel: a label map of the image's height and width
+    # Outputs a SavedModel adds beside the task's own, as `<task>_<suffix>`: suffix -> function of the output.
+    export_extras: dict[str, Callable[[Any], Any]] = dataclasses.field(default_factory=dict)
 
     @property
     def all_metrics(self) -> dict[str, MetricFactory]:
@@ -126,6 +128,9 @@ KINDS: dict[str, KindSpec] = {
         sparse_labels=True,
         label_description="an (H, W) map of class indices in [0, num_classes) per example (all -1 = missing)",
         pixel_labels=True,
+        # The class on top at each pixel, what a user draws (int32, (batch, H, W)).
+        export_extras={"mask": lambda probabilities: keras.ops.cast(keras.ops.argmax(probabilities, axis=-1),
+                                                                    "int32")},
     ),
 }
 
@@ -260,6 +265,12 @@ class Task:
         return tuple(m if isinstance(m, str) else m.name for m in (self.metrics or self.default_metric_names))
 
     @property
+    def headline_metric(self) -> str:
+        """The one metric the progress bar shows for this task: the first of its metrics (the kind's first by
+        default, in `KINDS`' order)."""
+        return self.metric_names[0]
+
+    @property
     def default_metric_names(self) -> tuple[str, ...]:
         """The kind's default metrics (and `background_iou` for a segmentation task with a background class)."""
         extra = ("background_iou",) if self.background_class is not None else ()
@@ -333,10 +344,16 @@ def _check_log_keys(tasks: Sequence[Task]) -> None:
             owners[logged] = described
 
 
-def as_task_dict(tasks: Sequence[Task] | dict[str, Task], input_names: Sequence[str] = ()) -> dict[str, Task]:
+def as_task_dict(tasks, input_names: Sequence[str] = ()) -> dict[str, Task]:
     """Tasks keyed by name, checking they are Task objects with distinct names that collide neither with each
     other's log keys (`val_b` beside `b`), nor with Keras' (`loss`, `val_loss`), nor with `input_names` (the model's
-    inputs, e.g. `text`)."""
+    inputs, e.g. `text`). `tasks` is a list of tasks, a dict of them, or a model that carries its tasks
+    (`MultiTaskModel.tasks`)."""
+    if hasattr(tasks, "tasks") and not isinstance(tasks, (dict, list, tuple)):
+        if tasks.tasks is None:
+            raise ValueError(f"Model {getattr(tasks, 'name', tasks)!r} carries no tasks; pass the tasks themselves "
+                             f"or build it with mtl_keras.MultiTaskModel(inputs, outputs, tasks=tasks).")
+        tasks = tasks.tasks
     task_list = list(tasks.values()) if isinstance(tasks, dict) else list(tasks)
     if not task_list:
         raise ValueError("At least one Task is needed.")

@@ -67,35 +67,49 @@ def fit_on_one_device_and_mirrored(build, tasks, dataset, strategy, learning_rat
     return initial, single, mirrored
 
 
-# Run with TensorFlow alone: the SavedModel must serve without mtl_keras (not even importable by accident).
+# Run with TensorFlow alone: the SavedModel must serve without mtl_keras (not even importable by accident). Several
+# SavedModels are served in one process: starting one (importing TensorFlow) costs more than serving.
 _SERVE_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np, tensorflow as tf
-    saved = tf.saved_model.load(sys.argv[1])
-    signature = saved.signatures["serving_default"]
-    specs = signature.structured_input_signature[1]
-    rows = json.loads(sys.stdin.read())
-    given = {name: tf.constant(values, dtype=specs[name].dtype) for name, values in rows.items()}
-    outputs = {name: value.numpy() for name, value in signature(**given).items()}
-    # `serve` takes the inputs as the model does: one tensor, or a dict of columns.
-    served = saved.serve(next(iter(given.values())) if len(given) == 1 else given)
-    for name, value in served.items():
-        np.testing.assert_allclose(value.numpy(), outputs[name], atol=1e-6, err_msg=name)
+    results = []
+    for path, rows in json.loads(sys.stdin.read()):
+        saved = tf.saved_model.load(path)
+        signature = saved.signatures["serving_default"]
+        # `serve` takes the inputs as the model does: one tensor, or a dict of columns under the user's names, each
+        # spec named as `serving_default` names its argument. Inputs are given under either name.
+        serve_spec = saved.serve.concrete_functions[0].structured_input_signature[0][0]
+        if isinstance(serve_spec, dict):
+            given = {key: tf.constant(rows[key] if key in rows else rows[spec.name], dtype=spec.dtype)
+                     for key, spec in serve_spec.items()}
+            by_argument = {serve_spec[key].name: value for key, value in given.items()}
+        else:
+            given = tf.constant(next(iter(rows.values())), dtype=serve_spec.dtype)
+            by_argument = {serve_spec.name: given}
+        outputs = {name: value.numpy() for name, value in signature(**by_argument).items()}
+        for name, value in saved.serve(given).items():
+            np.testing.assert_allclose(value.numpy(), outputs[name], atol=1e-6, err_msg=name)
+        results.append({name: value.tolist() for name, value in outputs.items()})
     assert "mtl_keras" not in sys.modules
-    print(json.dumps({name: value.tolist() for name, value in outputs.items()}))
+    print(json.dumps(results))
 """)
 
 
 def serve_in_fresh_process(saved_model, inputs: dict) -> dict[str, np.ndarray]:
     """Calls a SavedModel's `serving_default` signature (and `serve`, checked to agree) in a new Python process that
-    imports TensorFlow and NumPy only, on `inputs` (input name -> values; converted to the signature's dtypes
-    there); returns the outputs by name."""
-    payload = json.dumps({name: _json_ready(values) for name, values in inputs.items()})
-    result = subprocess.run([sys.executable, "-c", _SERVE_SCRIPT, str(saved_model)], input=payload,
-                            capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    imports TensorFlow and NumPy only, on `inputs` (input name, or for `serve`'s dict its key, -> values; converted to
+    the signature's dtypes there); returns the outputs by name."""
+    return serve_many_in_fresh_process([(saved_model, inputs)])[0]
+
+
+def serve_many_in_fresh_process(models: list) -> list[dict[str, np.ndarray]]:
+    """`serve_in_fresh_process` for several `(saved_model, inputs)` pairs, in one new process."""
+    payload = json.dumps([[str(path), {name: _json_ready(values) for name, values in inputs.items()}]
+                          for path, inputs in models])
+    result = subprocess.run([sys.executable, "-c", _SERVE_SCRIPT], input=payload, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr[-3000:]
-    return {name: np.asarray(values) for name, values in json.loads(result.stdout).items()}
+    return [{name: np.asarray(values) for name, values in outputs.items()} for outputs in json.loads(result.stdout)]
 
 
 def _json_ready(values):

@@ -1,9 +1,9 @@
 """The SavedModel of each job serves raw inputs: strings (text), a dict of raw columns (census), uint8 images (vision).
 
-For each job a tiny model is built with the job's own data loading, builder and `serving_signature`, and exported as
-a run does (no training: the serving path is what is under test). Then: a process that imports TensorFlow alone
-serves what `model.predict` gives; `saved_model_cli show --all` lists `serving_default` with the raw inputs; and
-wrong inputs fail with errors that name the input and what it expects.
+For each job a tiny model is built with the job's own data loading and builder, and exported as a run does (no
+signature written: it is derived from the model's inputs; no training: the serving path is what is under test). Then: a
+process that imports TensorFlow alone serves what `model.predict` gives; `saved_model_cli show --all` lists
+`serving_default` with the raw inputs; and wrong inputs fail with errors that name the input and what it expects.
 """
 
 import lzma
@@ -20,7 +20,7 @@ from test_cli import ENV
 
 from helpers import serve_in_fresh_process
 from mtl_keras.datasets.census import census_file
-from mtl_keras.export import export_saved_model, load_saved_model
+from mtl_keras.export import export_saved_model, load_saved_model, serving_signature
 from mtl_keras.jobs import JOBS
 
 EXAMPLES = 4
@@ -55,8 +55,8 @@ class Exported:
         splits = self.job.load_data()
         self.tasks = splits.tasks
         self.model = self.job.new_model(self.tasks, splits)
-        self.signature = self.job.serving_signature(self.model)
-        self.path = export_saved_model(self.model, tmp / "saved_model", self.signature, tasks=self.tasks)
+        self.signature = serving_signature(self.model)
+        self.path = export_saved_model(self.model, tmp / "saved_model")
         self.model_inputs = self.job.model_inputs(splits.test.take(np.arange(EXAMPLES)).inputs)
         self.by_input_name = by_input_name(self.model_inputs, self.signature)
 

@@ -74,8 +74,11 @@ def test_describe_features_refuses_nan_and_bad_names():
     data["age"][3] = np.nan
     with pytest.raises(ValueError, match="'age' has a non-finite value at row 3"):
         describe_features(data)
-    with pytest.raises(ValueError, match="identifier"):
-        Feature("capital gains", "numeric")
+    with pytest.raises(ValueError, match="non-empty string"):
+        Feature("", "numeric")
+    with pytest.raises(ValueError, match="Columns 'capital gain' and 'capital-gain' would both be the model input "
+                                         "'capital_gain'"):
+        describe_features({"capital gain": np.zeros(3), "capital-gain": np.ones(3)})
 
 
 def test_numeric_column_by_hand():

@@ -5,6 +5,18 @@ categorical column its vocabulary (most frequent first) and embedding width; for
 (after an optional signed log, for heavy-tailed money columns). The tabular encoder
 (`mtl_keras.encoders.tabular`) turns these descriptions into layers.
 
+**Column names** are the user's, any non-empty string (`"education-num"`, `"capital gain"`, `"Ünit.price"`). The
+model's inputs and the SavedModel's `serving_default` arguments need names TensorFlow accepts; each is derived from
+its column by one rule, `input_name`: accents dropped (Unicode NFKD, then ASCII only), every run of other characters
+than letters, digits and `_` replaced by one `_`, leading and trailing `_` removed, and `x_` put before a name that
+would start with a digit or be empty. Two columns that end with the same input name are refused, naming both.
+`model.predict`, `make_tabular_dataset`, the SavedModel's `serve` and `mtl-keras predict` take the original names.
+
+**Categorical values** are compared as text, by one rule (`category_value`): a string as it is; a whole number as
+an integer (`10001` and `10001.0` are the same category); other numbers as Python prints them; booleans as
+`"True"`/`"False"`; `None`, NaN and pandas' missing values as the category `MISSING_CATEGORY` (`"<missing>"`),
+learned like any other value. A column that holds both strings and numbers is refused, naming it.
+
 Example:
 
 >>> import numpy as np
@@ -13,6 +25,10 @@ Example:
 [('age', 'numeric'), ('job', 'categorical')]
 >>> features[1].vocabulary
 ('a', 'b')
+>>> input_name("Ünit.price"), input_name("capital gain"), input_name("1st-choice")
+('Unit_price', 'capital_gain', 'x_1st_choice')
+>>> [category_value(v) for v in ("a", 10001.0, 7, 0.5, None, float("nan"), True)]
+['a', '10001', '7', '0.5', '<missing>', '<missing>', 'True']
 """
 
 from __future__ import annotations
@@ -21,13 +37,86 @@ import collections
 import dataclasses
 import math
 import re
-from collections.abc import Iterable, Mapping
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 KINDS = ("numeric", "categorical")
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+MISSING_CATEGORY = "<missing>"  # the category of None, NaN and pandas' NA in a categorical column
+_NOT_NAME = re.compile(r"[^A-Za-z0-9_]+")
+
+
+def input_name(column: str) -> str:
+    """The model-input and SavedModel-argument name of a column (see the module docstring for the rule)."""
+    ascii_only = unicodedata.normalize("NFKD", column).encode("ascii", "ignore").decode("ascii")
+    name = _NOT_NAME.sub("_", ascii_only).strip("_")
+    return name if name[:1].isalpha() else f"x_{name}".rstrip("_")
+
+
+def input_names(columns: Sequence[str]) -> dict[str, str]:
+    """`{column: input_name(column)}`, refusing two columns that would share an input name."""
+    by_input: dict[str, str] = {}
+    for column in columns:
+        name = input_name(column)
+        if name in by_input:
+            raise ValueError(f"Columns {by_input[name]!r} and {column!r} would both be the model input {name!r} "
+                             f"(see mtl_keras.datasets.features.input_name); rename one of them.")
+        by_input[name] = column
+    return {column: name for name, column in by_input.items()}
+
+
+def _is_missing(value) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return True
+    return type(value).__name__ in ("NAType", "NaTType")  # pandas' missing values, without importing pandas
+
+
+def category_value(value) -> str:
+    """A categorical value as the model's vocabulary holds it (see the module docstring for the rule)."""
+    if _is_missing(value):
+        return MISSING_CATEGORY
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
+
+
+def _value_type(value) -> str:
+    if isinstance(value, (str, bytes)):
+        return "string"
+    if isinstance(value, (bool, np.bool_)):
+        return "boolean"
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return "number"
+    return type(value).__name__
+
+
+def category_values(name: str, values: np.ndarray) -> np.ndarray:
+    """A column's values as categories (`category_value`), as an object array of str; raises ValueError naming the
+    column if it mixes strings and numbers (or other types)."""
+    if values.dtype.kind in "US":
+        return values.astype(str).astype(object)
+    if values.dtype.kind != "O":  # numbers or booleans of one dtype
+        return np.array([category_value(v) for v in values.tolist()], dtype=object)
+    types = set(map(type, values.tolist()))
+    if types == {str}:  # the common case, kept fast
+        return values
+    present = [v for v in values.tolist() if not _is_missing(v)]
+    kinds = {}
+    for value in present:
+        kinds.setdefault(_value_type(value), value)
+    if len(kinds) > 1:
+        examples = ", ".join(f"{kind} {value!r}" for kind, value in kinds.items())
+        raise ValueError(f"Column {name!r} mixes value types ({examples}); give it values of one type.")
+    return np.array([category_value(v) for v in values.tolist()], dtype=object)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +124,7 @@ class Feature:
     """One input column.
 
     Args:
-        name: the column's name; names the model input.
+        name: the column's name, any non-empty string; the model input is named `input_name(name)`.
         kind: `"numeric"` or `"categorical"`.
         vocabulary: a categorical column's known values (others map to one out-of-vocabulary entry).
         embedding_dim: a categorical column's embedding width.
@@ -53,9 +142,8 @@ class Feature:
     log: bool = False
 
     def __post_init__(self):
-        if not isinstance(self.name, str) or not _NAME.match(self.name):
-            raise ValueError(f"Feature name must be an identifier (letters, digits, _), got {self.name!r}; it names "
-                             f"a model input and a SavedModel argument.")
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"Feature name must be a non-empty string (the column's name), got {self.name!r}.")
         if self.kind not in KINDS:
             raise ValueError(f"Feature {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}.")
         if self.kind == "categorical":
@@ -66,6 +154,11 @@ class Feature:
                 object.__setattr__(self, "embedding_dim", default_embedding_dim(len(self.vocabulary)))
         if not (math.isfinite(self.mean) and math.isfinite(self.variance) and self.variance >= 0):
             raise ValueError(f"Feature {self.name!r}: mean and variance must be finite (variance >= 0).")
+
+    @property
+    def input_name(self) -> str:
+        """The name of the model input (and of the SavedModel's `serving_default` argument) for this column."""
+        return input_name(self.name)
 
     @property
     def dtype(self) -> str:
@@ -94,7 +187,7 @@ def signed_log1p(values):
 def column_dict(columns) -> dict[str, np.ndarray]:
     """A dict of 1-D arrays from a dict of columns or a pandas DataFrame."""
     if hasattr(columns, "columns") and hasattr(columns, "__getitem__") and not isinstance(columns, Mapping):
-        columns = {str(name): columns[name].to_numpy() for name in columns.columns}
+        columns = {str(name): _pandas_column(columns[name]) for name in columns.columns}
     if not isinstance(columns, Mapping) or not columns:
         raise TypeError(f"Expected a non-empty dict of columns or a pandas DataFrame, got {type(columns).__name__}.")
     arrays = {str(name): np.asarray(values) for name, values in columns.items()}
@@ -105,6 +198,18 @@ def column_dict(columns) -> dict[str, np.ndarray]:
         if values.ndim != 1:
             raise ValueError(f"Column {name!r} must be 1-D, got shape {values.shape}.")
     return arrays
+
+
+def _pandas_column(series) -> np.ndarray:
+    """A pandas column as NumPy: nullable numbers (Int64, Float64) as float64 with NaN for missing values, a
+    category column as its values (objects); strings, booleans and the rest as `to_numpy` gives them (missing values
+    stay pandas' NA, which `category_value` reads as missing)."""
+    dtype = getattr(series, "dtype", None)
+    if str(dtype) == "category":
+        return series.astype(object).to_numpy()
+    if not isinstance(dtype, np.dtype) and getattr(dtype, "kind", "O") in "iuf":
+        return series.to_numpy(dtype="float64", na_value=np.nan)
+    return series.to_numpy()
 
 
 def describe_features(
@@ -119,7 +224,8 @@ def describe_features(
     """One `Feature` per column, learned from training data (vocabularies, means and variances).
 
     Args:
-        columns: a dict of 1-D arrays or a pandas DataFrame (the training split only, so nothing leaks).
+        columns: a dict of 1-D arrays or a pandas DataFrame (the training split only, so nothing leaks), under any
+            column names; pandas' string, category, nullable integer and boolean dtypes are read as their values.
         categorical / numeric: column names of each kind; columns listed in neither are typed by dtype (strings,
             objects and booleans categorical, numbers numeric).
         log: numeric columns to pass through sign(x) * log(1 + |x|) first (money, counts with long tails).
@@ -144,7 +250,7 @@ def describe_features(
         if is_categorical:
             if name in log:
                 raise ValueError(f"describe_features: log applies to numeric columns; {name!r} is categorical.")
-            counts = collections.Counter(values.astype(str).tolist())
+            counts = collections.Counter(category_values(name, values).tolist())
             vocabulary = [value for value, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
                           if count >= min_count]
             width = embedding_dim.get(name) if isinstance(embedding_dim, Mapping) else embedding_dim
@@ -156,6 +262,7 @@ def describe_features(
                                     variance=float(transformed.var()), log=name in log))
     if not features:
         raise ValueError("describe_features: no feature columns left.")
+    input_names([feature.name for feature in features])  # two columns for one input name fail here, naming both
     return features
 
 

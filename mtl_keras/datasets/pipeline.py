@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from mtl_keras.datasets.features import Feature, column_dict
+from mtl_keras.datasets.features import Feature, category_values, column_dict
 from mtl_keras.labels import LabelError, prepare_labels
 from mtl_keras.seeds import DEFAULT_SEED
 from mtl_keras.tasks import Task
@@ -53,31 +53,42 @@ def num_rows(inputs) -> int:
 
 
 def as_feature_columns(columns, features: Sequence[Feature], what: str = "inputs") -> dict[str, np.ndarray]:
-    """Raw columns checked against the model's features: every feature present, strings for categorical columns,
-    finite float32 numbers for numeric ones. Raises InputError naming the column otherwise."""
+    """Raw columns checked against the model's features and keyed by the model's input names: every feature present
+    (under its column name, or its input name), categorical values as the vocabulary holds them
+    (`mtl_keras.datasets.features.category_value`: `10001.0` is the category `10001`, None and NaN the missing
+    category), finite float32 numbers for numeric ones. Raises InputError naming the column otherwise."""
+    return prepare_columns(columns, [(f.name, f.input_name, f.kind == "categorical") for f in features], what)
+
+
+def prepare_columns(columns, wanted: Sequence[tuple[str, str, bool]], what: str = "inputs") -> dict[str, np.ndarray]:
+    """`as_feature_columns` from `(column name, input name, is categorical)` per input (what a model knows of its
+    columns without their vocabularies)."""
     try:
         arrays = column_dict(columns)
     except (TypeError, ValueError) as error:
         raise InputError(f"{what}: {error}") from None
-    missing = [f.name for f in features if f.name not in arrays]
+    missing = [column for column, name, _ in wanted if column not in arrays and name not in arrays]
     if missing:
-        raise InputError(f"{what}: no column(s) {missing}; the model's features are {[f.name for f in features]}.")
+        raise InputError(f"{what}: no column(s) {missing}; the model's columns are {[c for c, _, _ in wanted]}.")
     prepared = {}
-    for feature in features:
-        values = arrays[feature.name]
-        if feature.kind == "categorical":
-            prepared[feature.name] = values.astype(str).astype(object)
+    for column, name, categorical in wanted:
+        values = arrays[column] if column in arrays else arrays[name]
+        if categorical:
+            try:
+                prepared[name] = category_values(column, values)
+            except ValueError as error:
+                raise InputError(f"{what}: {error}") from None
             continue
         try:
             numbers = values.astype("float32")
         except (TypeError, ValueError):
-            raise InputError(f"{what}: column {feature.name!r} is numeric; got non-numbers such as "
+            raise InputError(f"{what}: column {column!r} is numeric; got non-numbers such as "
                              f"{values[0]!r}.") from None
         bad = ~np.isfinite(numbers)
         if bad.any():
-            raise InputError(f"{what}: column {feature.name!r} has a non-finite value ({values[np.argmax(bad)]!r}) at "
+            raise InputError(f"{what}: column {column!r} has a non-finite value ({values[np.argmax(bad)]!r}) at "
                              f"row {int(np.argmax(bad))}.")
-        prepared[feature.name] = numbers
+        prepared[name] = numbers
     return prepared
 
 

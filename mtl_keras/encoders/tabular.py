@@ -56,21 +56,23 @@ class NumericColumn(keras.layers.Layer):
 
 
 def feature_inputs(features: Sequence[Feature]) -> dict[str, keras.KerasTensor]:
-    """One `keras.Input` per feature: a batch of raw values, `string` or `float32`."""
-    return {f.name: keras.Input(shape=(), dtype=f.dtype, name=f.name) for f in features}
+    """One `keras.Input` per feature, keyed and named by its input name (`Feature.input_name`): a batch of raw
+    values, `string` or `float32`."""
+    return {f.input_name: keras.Input(shape=(), dtype=f.dtype, name=f.input_name) for f in features}
 
 
 def encode_features(inputs: Mapping[str, keras.KerasTensor], features: Sequence[Feature]):
     """Raw column inputs -> one concatenated feature vector `(batch, width)`."""
     parts = []
     for feature in features:
-        column = inputs[feature.name]
+        name = feature.input_name  # layer names follow the input's: TensorFlow scopes refuse spaces and the like
+        column = inputs[name]
         if feature.kind == "categorical":
             ids = keras.layers.StringLookup(vocabulary=list(feature.vocabulary), num_oov_indices=1,
-                                            name=f"{feature.name}_lookup")(column)
+                                            name=f"{name}_lookup")(column)
             parts.append(keras.layers.Embedding(len(feature.vocabulary) + 1, feature.embedding_dim,
-                                                name=f"{feature.name}_embedding")(ids))
+                                                name=f"{name}_embedding")(ids))
         else:
             parts.append(NumericColumn(feature.mean, feature.variance, feature.log,
-                                       name=f"{feature.name}_standardized")(column))
+                                       name=f"{name}_standardized")(column))
     return parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="features")(parts)

@@ -113,7 +113,6 @@ class Job:
 
     name: ClassVar[str]
     config_class: ClassVar[type] = JobConfig
-    input_signature: ClassVar[list]
 
     def __init__(self, config: JobConfig | None = None, **overrides):
         config = config or self.config_class()
@@ -133,10 +132,6 @@ class Job:
     def model_inputs(self, inputs) -> Any:
         """Inputs as `model.predict` takes them."""
         return inputs
-
-    def serving_signature(self, model: keras.Model) -> list:
-        """The SavedModel's input signature: raw inputs, as a user sends them."""
-        return self.input_signature
 
     # --- shared machinery ----------------------------------------------------------------------------------------
     def compile(self, model: keras.Model, tasks: list[Task], loss_weights: dict[str, float] | None = None
@@ -244,7 +239,9 @@ class Job:
                                              ) from None
         return {key: [float(v) for v in values] for key, values in history.history.items()}
 
-    def evaluate(self, model, tasks: list[Task], split: Split) -> dict[str, dict[str, float]]:
+    def evaluate(self, model, tasks: list[Task] | None, split: Split) -> dict[str, dict[str, float]]:
+        """Each task's metrics on `split` (`tasks` None: the tasks the model carries)."""
+        tasks = list(as_task_dict(model if tasks is None else tasks).values())
         split = split.for_tasks(task.name for task in tasks)
         predictions = predict_in_batches(model, self.model_inputs(split.inputs))
         return compute_metrics(tasks, predictions, split.labels, split.masks)
@@ -266,8 +263,8 @@ class Job:
             raise FileExistsError(f"{output} already exists; choose another --output or pass --overwrite.")
         model, history = self.train(tasks, splits, verbose)
         model = self.local_copy(model, tasks, splits)
-        metrics = {"test": self.evaluate(model, tasks, splits.test),
-                   "validation": self.evaluate(model, tasks, splits.validation)}
+        metrics = {"test": self.evaluate(model, model.tasks, splits.test),
+                   "validation": self.evaluate(model, model.tasks, splits.validation)}
         histories = {"multitask": history}
         if self.config.baselines:
             single = {}
@@ -275,7 +272,7 @@ class Job:
                 _log(f"baseline: single-task model for {task.name!r}")
                 baseline, histories[task.name] = self.train([task], splits, verbose)
                 baseline = self.local_copy(baseline, [task], splits)
-                single[task.name] = self.evaluate(baseline, [task], splits.test)[task.name]
+                single[task.name] = self.evaluate(baseline, baseline.tasks, splits.test)[task.name]
             metrics["single_task_test"] = single
             try:
                 metrics["task_delta_m_percent"] = task_deltas(tasks, metrics["test"], single)
@@ -287,7 +284,7 @@ class Job:
             return None  # the chief writes the run folder
         with atomic_directory(output, overwrite=overwrite) as folder:
             model.save(folder / "model.keras")
-            export_saved_model(model, folder / "saved_model", self.serving_signature(model), tasks=tasks)
+            export_saved_model(model, folder / "saved_model")  # the signature and masks from the model itself
             _write_json(folder / "metrics.json", metrics)
             _write_json(folder / "history.json", histories)
             _write_json(folder / "config.json", {

@@ -91,6 +91,3 @@ class CensusJob(Job):
 
     def model_inputs(self, inputs):
         return {name: tf.constant(values) for name, values in as_feature_columns(inputs, self.features).items()}
-
-    def serving_signature(self, model: keras.Model) -> list:
-        return [{f.name: tf.TensorSpec([None], tf.as_dtype(f.dtype), name=f.name) for f in self.features}]

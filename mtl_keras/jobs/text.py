@@ -13,7 +13,6 @@ from mtl_keras.datasets.pipeline import as_text_array, make_text_dataset
 from mtl_keras.datasets.splits import Split, Splits
 from mtl_keras.datasets.tokenization import build_vocabulary
 from mtl_keras.datasets.vader import load_vader, load_vader_lexicon
-from mtl_keras.export import TEXT_SIGNATURE
 from mtl_keras.jobs.base import Job, JobConfig
 from mtl_keras.tasks import Task
 
@@ -37,7 +36,6 @@ class TextJobConfig(JobConfig):
 class TextJob(Job):
     name = "text"
     config_class = TextJobConfig
-    input_signature = TEXT_SIGNATURE
 
     def load_data(self) -> Splits:
         return load_vader(seed=self.config.seed, limit=self.config.limit, path=self.config.data_path)

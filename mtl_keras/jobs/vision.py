@@ -106,6 +106,3 @@ class VisionJob(Job):
 
     def model_inputs(self, inputs):
         return as_image_array(inputs, self.preset.image_shape)
-
-    def serving_signature(self, model: keras.Model) -> list:
-        return [tf.TensorSpec([None, *self.preset.image_shape], tf.uint8, name="image")]

@@ -1,19 +1,17 @@
-"""`compile_multitask`: dict losses, dict loss weights and dict metrics, keyed by task name, from the Task table."""
+"""`compile_multitask`: a convenience over `MultiTaskModel.compile`, and the same for a plain `keras.Model`."""
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import numbers
 from collections.abc import Mapping, Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from mtl_keras.labels import check_task_names
 from mtl_keras.tasks import Task, as_task_dict
 from mtl_keras.training.model import MultiTaskModel
+from mtl_keras.training.task_defaults import compile_arguments, resolve_loss_weights
+
+__all__ = ["compile_multitask", "resolve_loss_weights"]
 
 
 def _model_output_names(model: keras.Model) -> list[str]:
@@ -24,30 +22,9 @@ def _model_output_names(model: keras.Model) -> list[str]:
     return list(structure)
 
 
-def _overrides(tasks: Mapping[str, Task], given, what: str) -> dict:
-    """The per-task entries a user gave (a dict keyed by task name), or none for 'auto'."""
-    if given is None or (isinstance(given, str) and given == "auto"):
-        return {}
-    if not isinstance(given, Mapping):
-        raise TypeError(f"{what} must be 'auto' or a dict keyed by task name ({sorted(tasks)}), got {given!r}.")
-    check_task_names(tasks, given, what)
-    return dict(given)
-
-
-def resolve_loss_weights(tasks: Mapping[str, Task], loss_weights: Mapping[str, float] | None) -> dict[str, float]:
-    """Each task's weight: `loss_weights[name]` where given, else `Task.weight`; checked to be finite and >= 0."""
-    given = _overrides(tasks, loss_weights, "loss_weights")
-    weights = {name: given.get(name, task.weight) for name, task in tasks.items()}
-    for name, weight in weights.items():
-        # numbers.Real takes NumPy's scalars too (np.float32(0.5)); a bool is refused, not read as 0 or 1.
-        if isinstance(weight, bool | np.bool_) or not isinstance(weight, numbers.Real) or not 0.0 <= weight < math.inf:
-            raise ValueError(f"loss_weights[{name!r}] must be a finite number >= 0, got {weight!r}.")
-    return {name: float(weight) for name, weight in weights.items()}
-
-
 def compile_multitask(
     model: keras.Model,
-    tasks: Sequence[Task],
+    tasks: Sequence[Task] | None = None,
     loss_weights: Mapping[str, float] | None = None,
     optimizer="adam",
     loss: Mapping[str, object] | str = "auto",
@@ -57,7 +34,9 @@ def compile_multitask(
     gradient=None,
     **compile_kwargs,
 ) -> keras.Model:
-    """Compiles `model` for its tasks and returns it.
+    """Compiles `model` for its tasks and returns it: `model.compile(...)` for a `MultiTaskModel` (what the builders
+    return; it knows its tasks, so `tasks` may be left out), the same defaults for a plain `keras.Model` with
+    dict outputs (which needs `tasks`). Tasks given to a `MultiTaskModel` become its tasks.
 
     Losses default to each task's kind (wrapped by `MaskedLoss`, so missing labels are left out of the mean);
     metrics default to the kind's metrics and are compiled as *weighted* metrics, so they skip missing labels too.
@@ -77,35 +56,31 @@ def compile_multitask(
     >>> from mtl_keras import Task, build_text_model
     >>> tasks = [Task("sentiment", "binary"), Task("intensity", "regression")]
     >>> model = build_text_model(tasks, texts=["good", "bad"], embedding_dim=4, encoder_options={"filters": 2})
-    >>> model = compile_multitask(model, tasks, loss_weights={"intensity": 0.5})
+    >>> model = compile_multitask(model, loss_weights={"intensity": 0.5})   # or model.compile(loss_weights=...)
+    >>> type(model.loss["intensity"]).__name__, model.tasks == tasks
+    ('MaskedLoss', True)
     """
-    tasks = as_task_dict(tasks)
     outputs = _model_output_names(model)
+    if isinstance(model, MultiTaskModel):
+        if tasks is not None:
+            model.tasks = list(as_task_dict(tasks).values())  # checked against the outputs
+        elif model.tasks is None:
+            raise ValueError(f"Model {model.name!r} carries no tasks; pass them: compile_multitask(model, tasks).")
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics, loss_weights=loss_weights,
+                      jit_compile=jit_compile, weighting=weighting, gradient=gradient, **compile_kwargs)
+        return model
+    if weighting is not None or gradient is not None:
+        raise TypeError(f"weighting and gradient methods need a MultiTaskModel (what the mtl_keras builders "
+                        f"return); got {type(model).__name__}.")
+    if tasks is None:
+        raise ValueError(f"Model {model.name!r} is a plain keras.Model: pass its tasks, compile_multitask(model, "
+                         f"tasks), or build it as mtl_keras.MultiTaskModel(inputs, outputs, tasks=tasks).")
+    tasks = as_task_dict(tasks)
     if sorted(outputs) != sorted(tasks):
         raise ValueError(f"The model's outputs {sorted(outputs)} and the tasks {sorted(tasks)} differ; "
                          f"each task needs an output of the same name.")
-    loss_overrides = _overrides(tasks, loss, "loss")
-    metric_overrides = _overrides(tasks, metrics, "metrics")
-    for name in loss_overrides:
-        tasks[name] = dataclasses.replace(tasks[name], loss=loss_overrides[name])
-    for name in metric_overrides:
-        tasks[name] = dataclasses.replace(tasks[name], metrics=metric_overrides[name])
     if jit_compile == "auto" and not tf.config.list_physical_devices("GPU"):
         jit_compile = False  # Keras' "auto" would compile with XLA on CPUs too
-    if not isinstance(model, MultiTaskModel):
-        if weighting is not None or gradient is not None:
-            raise TypeError(f"weighting and gradient methods need a MultiTaskModel (what the mtl_keras builders "
-                            f"return); got {type(model).__name__}.")
-        balancing = {}
-    else:
-        balancing = {"weighting": weighting, "gradient": gradient}
-    model.compile(
-        optimizer=optimizer,
-        loss={name: task.build_loss() for name, task in tasks.items()},
-        loss_weights=resolve_loss_weights(tasks, loss_weights),
-        weighted_metrics={name: task.build_metrics() for name, task in tasks.items()},
-        jit_compile=jit_compile,
-        **balancing,
-        **compile_kwargs,
-    )
+    model.compile(optimizer=optimizer, jit_compile=jit_compile, **compile_arguments(tasks, loss, metrics, loss_weights),
+                  **compile_kwargs)
     return model

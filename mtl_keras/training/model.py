@@ -3,11 +3,19 @@
 It is a `keras.Model` built from inputs and dict outputs, as `keras.Model(inputs, outputs)` would be, registered so
 that `.keras` files load back as it. What it adds:
 
+- its tasks: `MultiTaskModel(inputs, outputs, tasks=[...])` (every builder passes them) keeps the `Task`s, one per
+  output of the same name, in its config, so `.keras` files and `from_config` bring them back, and nothing else asks
+  for them again: `compile`, `mtl_keras.compute_metrics(model, ...)`, export and the command line read them here.
+- `compile(optimizer, loss="auto", metrics="auto", loss_weights=None, ...)`: with tasks, each task's loss and
+  metrics come from its kind (`mtl_keras.training.task_defaults`); a dict overrides single tasks, keras-hub style
+  (`loss={"intensity": "huber"}`), and `loss_weights` defaults to each `Task.weight`.
 - `compile(..., weighting=..., gradient=...)`: a loss weighting (static by default, uncertainty, GradNorm, DWA, RLW,
   FAMO) and a gradient method (PCGrad, CAGrad, MGDA-UB, IMTL-G, Nash-MTL, Aligned-MTL), by name or as objects; both
   travel in the compile config, so a `.keras` file reloads with its method and the method's state (uncertainty's
   log-variances, GradNorm's weights...). Training then runs `mtl_keras.training.balancing.Balancer`'s step; logs
   gain `<task>_weight` and, with a gradient method, `cosine_<a>_<b>` (epoch means).
+- `fit(...)` shows, when verbose, the total loss and each task's loss and headline metric on one line
+  (`mtl_keras.training.progress.TaskProgressBar`; every metric still goes to History and the callbacks).
 - `fit(..., loop="auto"|"keras"|"custom", backup=None)`: Keras' `fit`, or our loop
   (`mtl_keras.training.loop.fit_distributed`), which it takes by itself under `MultiWorkerMirroredStrategy` (where
   Keras' `fit` fails) and with a `backup` (a `TrainingBackup`: resume after a kill).
@@ -19,12 +27,16 @@ that `.keras` files load back as it. What it adds:
 Example:
 
 >>> import keras
+>>> from mtl_keras.tasks import Task
 >>> inputs = keras.Input((3,))
 >>> model = MultiTaskModel(inputs, {"a": keras.layers.Dense(1, name="a")(inputs),
-...                                 "b": keras.layers.Dense(1, name="b")(inputs)})
->>> model.compile("sgd", loss={"a": "mse", "b": "mse"}, weighting="uncertainty", gradient="pcgrad")
+...                                 "b": keras.layers.Dense(1, name="b")(inputs)},
+...                        tasks=[Task("a", "regression"), Task("b", "binary")])
+>>> model.compile("sgd", weighting="uncertainty", gradient="pcgrad")
 >>> type(model.weighting).__name__, type(model.gradient_method).__name__
 ('UncertaintyWeighting', 'PCGrad')
+>>> [m.name for m in MultiTaskModel.from_config(model.get_config()).tasks]
+['a', 'b']
 """
 
 from __future__ import annotations
@@ -34,11 +46,25 @@ from collections.abc import Mapping
 import keras
 import tensorflow as tf
 
-from mtl_keras.datasets.pipeline import check_model_inputs
+from mtl_keras.datasets.pipeline import check_model_inputs, prepare_columns
 from mtl_keras.distribute import is_multi_worker
+from mtl_keras.tasks import Task, as_task_dict
 from mtl_keras.training.balancing import Balancer, BalancingMonitor
 from mtl_keras.training.gradients import get_gradient_method
+from mtl_keras.training.progress import TaskProgressBar
+from mtl_keras.training.task_defaults import compile_arguments, is_auto
 from mtl_keras.training.weighting import get_weighting
+
+
+def _tasks_for_outputs(tasks, outputs, model_name: str) -> tuple[Task, ...]:
+    """The tasks (Task objects or their configs) in output order, checked to name exactly the model's outputs."""
+    tasks = [Task.from_config(task) if isinstance(task, Mapping) else task for task in tasks]
+    by_name = as_task_dict(tasks)
+    if not isinstance(outputs, Mapping) or sorted(outputs) != sorted(by_name):
+        names = sorted(outputs) if isinstance(outputs, Mapping) else type(outputs).__name__
+        raise ValueError(f"Model {model_name!r}: the outputs {names} and the tasks {sorted(by_name)} differ; each "
+                         f"task needs an output of the same name.")
+    return tuple(by_name[name] for name in outputs)
 
 
 def _batch_spec(iterator):
@@ -63,14 +89,80 @@ class EpochHooks(keras.callbacks.Callback):
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
 class MultiTaskModel(keras.Model):
-    """A functional multi-task model: one named output per task."""
+    """A functional multi-task model: one named output per task, and the tasks themselves.
 
-    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, *args, weighting=None, gradient=None,
-                **kwargs):
-        super().compile(optimizer, loss, loss_weights, *args, **kwargs)
+    Args (beside `keras.Model`'s `inputs`, `outputs`, `name`):
+        tasks: the `Task` of each output (names equal to the output names), or None for a model that is compiled
+            with explicit losses.
+        input_columns: for tabular models, the user's column name of each input (input name -> column name), so
+            that `predict` and the SavedModel take the columns under their own names (see
+            `mtl_keras.datasets.features.input_name`).
+    """
+
+    def __init__(self, *args, tasks=None, input_columns=None, **kwargs):
+        # Varargs keep Keras' functional constructor and `from_config` (which passes the rest of the config here).
+        super().__init__(*args, **kwargs)
+        self._tasks = None if tasks is None else _tasks_for_outputs(tasks, self.output, self.name)
+        self.input_columns = None if input_columns is None else dict(input_columns)
+
+    @property
+    def tasks(self) -> list[Task] | None:
+        """The model's tasks, in output order (None if it was built without them)."""
+        return None if self._tasks is None else list(self._tasks)
+
+    @tasks.setter
+    def tasks(self, tasks):
+        self._tasks = None if tasks is None else _tasks_for_outputs(tasks, self.output, self.name)
+
+    def get_config(self):
+        config = super().get_config()
+        if self._tasks is not None:
+            config["tasks"] = [task.get_config() for task in self._tasks]
+        if self.input_columns is not None:
+            config["input_columns"] = dict(self.input_columns)
+        return config
+
+    def prepare_columns(self, columns) -> dict:
+        """A tabular model's raw columns (a dict or a pandas DataFrame, under the user's column names or the input
+        names) as its inputs: keyed by input name, categorical values as its vocabulary holds them, numbers float32;
+        an `InputError` naming the column otherwise."""
+        wanted = [(self.input_columns.get(name, name), name, tensor.dtype == "string")
+                  for name, tensor in self.input.items()]
+        return prepare_columns(columns, wanted)
+
+    def predict(self, x, *args, **kwargs):
+        """Keras' `predict`. A tabular model also takes its raw columns as the user has them (`prepare_columns`);
+        array inputs are checked as `make_text_dataset` and `make_image_dataset` do
+        (`mtl_keras.datasets.pipeline.check_model_inputs`): non-strings for a text model, or float images in [0, 1]
+        for a uint8 image model, fail naming the input instead of giving other outputs."""
+        if self.input_columns and (isinstance(x, Mapping) or hasattr(x, "columns")):
+            x = self.prepare_columns(x)
+        return super().predict(check_model_inputs(x, self.inputs), *args, **kwargs)
+
+    def compile(self, optimizer="rmsprop", loss="auto", loss_weights=None, metrics="auto", weighted_metrics=None,
+                *args, weighting=None, gradient=None, jit_compile="auto", **kwargs):
+        """Keras' `compile`, filled from the tasks: `loss="auto"` and `metrics="auto"` take each task's kind (a
+        dict overrides single tasks; one loss or one list of metrics applies to every task), `loss_weights`
+        defaults to each `Task.weight`. `weighting` and `gradient` choose how the tasks are balanced (see the
+        module docstring). `jit_compile="auto"` means XLA on GPUs only (on CPUs it slowed small models down)."""
+        given = {"loss": loss, "metrics": metrics, "loss_weights": loss_weights}
+        if self._tasks is not None and weighted_metrics is None:
+            filled = compile_arguments(as_task_dict(self._tasks), loss, metrics, loss_weights)
+            loss, loss_weights, weighted_metrics, metrics = (filled["loss"], filled["loss_weights"],
+                                                             filled["weighted_metrics"], None)
+        else:
+            loss, metrics = (None if is_auto(loss) else loss), (None if is_auto(metrics) else metrics)
+        if jit_compile == "auto" and not tf.config.list_physical_devices("GPU"):
+            jit_compile = False  # Keras' "auto" would compile with XLA on CPUs too
+        super().compile(optimizer, loss, loss_weights, metrics, weighted_metrics, *args, jit_compile=jit_compile,
+                        **kwargs)
         self._balancer = None
         for name in ("weighting", "balancing_monitor"):
             self._forget_layer(getattr(self, name, None))
+        if self._tasks is not None:
+            # The compile config keeps what the user asked for (the tasks rebuild the rest on loading), not the
+            # built losses and metrics, which `compile_from_config` would otherwise wrap a second time.
+            self._compile_config.config.update({**given, "weighted_metrics": None})
         if loss is None:
             self.weighting = self.gradient_method = None
             return
@@ -116,6 +208,9 @@ class MultiTaskModel(keras.Model):
         callbacks = list(callbacks or [])
         if getattr(self, "_balancer", None) is not None:
             callbacks.insert(0, EpochHooks())
+        if (self._tasks is not None and kwargs.get("verbose", "auto") != 0
+                and not any(isinstance(c, keras.callbacks.ProgbarLogger) for c in callbacks)):
+            callbacks.append(TaskProgressBar())  # Keras adds its own bar only where the callbacks have none
         if loop == "custom" or (loop == "auto" and (backup is not None or is_multi_worker(self.distribute_strategy))):
             from mtl_keras.training.loop import fit_distributed  # it imports this module
 
@@ -123,12 +218,6 @@ class MultiTaskModel(keras.Model):
         if backup is not None:
             raise ValueError("backup= needs our loop (loop='custom' or 'auto'); Keras' fit has no mid-epoch resume.")
         return super().fit(*args, callbacks=callbacks, **kwargs)
-
-    def predict(self, x, *args, **kwargs):
-        """Keras' `predict`, after checking array inputs as `make_text_dataset` and `make_image_dataset` do
-        (`mtl_keras.datasets.pipeline.check_model_inputs`): non-strings for a text model, or float images in
-        [0, 1] for a uint8 image model, fail naming the input instead of giving other outputs."""
-        return super().predict(check_model_inputs(x, self.inputs), *args, **kwargs)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras (3.x, TF backend) builds the metrics, loss trackers and optimizer slots here from a batch it draws
