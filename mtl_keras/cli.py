@@ -414,9 +414,10 @@ def _evaluate(args) -> int:
     record = read_run(args.run)
     job_class = JOBS[record["job"]]
     job = job_class(job_class.config_class(**record["config"]))
-    tasks = [Task.from_config(t) for t in record["tasks"]]
     model = (load_run_saved_model(args.run, allow_unsafe_ops=args.allow_unsafe_ops) if args.saved_model
              else load_run_model(args.run))  # before the data: a damaged file fails at once
+    # A `.keras` model carries its tasks; a SavedModel serves tensors only, so its tasks come from config.json.
+    tasks = getattr(model, "tasks", None) or [Task.from_config(t) for t in record["tasks"]]
     splits = job.load_data()
     check_splits_not_empty(splits, job.config.limit)
     split = getattr(splits, args.split)

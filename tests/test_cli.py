@@ -60,22 +60,23 @@ def test_predict_prints_every_task(trained_run, capsys):
     assert "p(positive class)=" in out
 
 
-def test_existing_run_folder_is_not_overwritten(trained_run):
+# Refusals run `main` in this process (the command's own process start is tested above): they must come before any
+# training, which the empty stdout (no progress bar) and the untouched folders show.
+def test_existing_run_folder_is_not_overwritten(trained_run, capsys):
     folder, _ = trained_run
     before = (folder / "metrics.json").read_text()
-    result = run_cli("train", "text", "--limit", "200", "--epochs", "1", "--output", str(folder))
-    assert result.returncode == 2
-    assert "already exists" in result.stderr
-    assert "Epoch" not in result.stdout  # refused before training
+    assert main(["train", "text", "--limit", "200", "--epochs", "1", "--output", str(folder)]) == 2
+    printed = capsys.readouterr()
+    assert "already exists" in printed.err
+    assert "Epoch" not in printed.out and "loss" not in printed.out  # refused before training
     assert (folder / "metrics.json").read_text() == before
 
 
-def test_unknown_task_in_loss_weights_fails_before_training(tmp_path):
-    result = run_cli("train", "text", "--limit", "200", "--loss-weight", "topic=2", "--output",
-                     str(tmp_path / "x"))
-    assert result.returncode == 2
-    assert "loss_weights name unknown task(s) ['topic']" in result.stderr
-    assert "Epoch" not in result.stdout
+def test_unknown_task_in_loss_weights_fails_before_training(tmp_path, capsys):
+    assert main(["train", "text", "--limit", "200", "--loss-weight", "topic=2", "--output", str(tmp_path / "x")]) == 2
+    printed = capsys.readouterr()
+    assert "loss_weights name unknown task(s) ['topic']" in printed.err
+    assert "loss" not in printed.out
     assert not (tmp_path / "x").exists()
 
 
@@ -93,6 +94,6 @@ def test_evaluate_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert "is not a run folder" in capsys.readouterr().err
 
 
-def test_text_job_takes_a_sharing_and_checks_its_options():
-    result = run_cli("train", "text", "--limit", "300", "--epochs", "1", "--sharing", "cascade")
-    assert result.returncode == 2 and "needs sharing_options={'order'" in result.stderr
+def test_text_job_takes_a_sharing_and_checks_its_options(capsys):
+    assert main(["train", "text", "--limit", "300", "--epochs", "1", "--sharing", "cascade"]) == 2
+    assert "needs sharing_options={'order'" in capsys.readouterr().err

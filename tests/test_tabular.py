@@ -19,6 +19,7 @@ from mtl_keras import (
     describe_features,
     expert_gates,
 )
+from mtl_keras.cli import main
 from mtl_keras.datasets.pipeline import make_tabular_dataset
 
 TASKS = [Task("income", "binary"), Task("marital", "binary")]
@@ -176,7 +177,6 @@ def test_census_job_writes_a_run_folder_with_baselines(census_run):
 
 
 def test_census_predict_takes_json_rows_and_names_missing_columns(census_run, capsys):
-    from mtl_keras.cli import main
     from mtl_keras.datasets.census import CENSUS_FEATURES, read_census
 
     folder, _ = census_run
@@ -190,11 +190,12 @@ def test_census_predict_takes_json_rows_and_names_missing_columns(census_run, ca
     assert "no value for column(s) ['education']" in capsys.readouterr().err
 
 
-def test_census_refuses_unknown_sharing_and_options():
-    result = run_cli("train", "census", "--sharing", "moe")
-    assert result.returncode == 2 and "invalid choice" in result.stderr
-    result = run_cli("train", "census", "--limit", "300", "--sharing-option", "experts=3", "--epochs", "1")
-    assert result.returncode == 2 and "bad sharing option(s) ['experts']" in result.stderr
+def test_census_refuses_unknown_sharing_and_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "census", "--sharing", "moe"])
+    assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    assert main(["train", "census", "--limit", "300", "--sharing-option", "experts=3", "--epochs", "1"]) == 2
+    assert "bad sharing option(s) ['experts']" in capsys.readouterr().err
 
 
 class FrameLike:

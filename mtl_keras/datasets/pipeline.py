@@ -8,9 +8,9 @@ import numpy as np
 import tensorflow as tf
 
 from mtl_keras.datasets.features import Feature, category_values, column_dict
-from mtl_keras.labels import LabelError, prepare_labels
+from mtl_keras.labels import LabelError, check_task_names, prepare_labels
 from mtl_keras.seeds import DEFAULT_SEED
-from mtl_keras.tasks import Task
+from mtl_keras.tasks import Task, as_task_dict
 
 
 class InputError(ValueError):
@@ -184,6 +184,12 @@ def make_image_dataset(images, labels, tasks, image_shape, masks=None, **kwargs)
     """`make_dataset` for the vision model, checking the images first (see `as_image_array`) and that every
     per-pixel label map (segmentation) has the images' height and width."""
     images = as_image_array(images, image_shape)
+    check_label_map_sizes(images, labels, tasks)
+    return make_dataset(images, labels, tasks, masks, **kwargs)
+
+
+def check_label_map_sizes(images: np.ndarray, labels, tasks: Sequence[Task]) -> None:
+    """Raises LabelError unless every per-pixel label map (segmentation) has its image's height and width."""
     for task in tasks:
         given = labels.get(task.name) if isinstance(labels, Mapping) else None
         if task.spec.pixel_labels and given is not None and np.ndim(given) >= 3:
@@ -192,4 +198,48 @@ def make_image_dataset(images, labels, tasks, image_shape, masks=None, **kwargs)
                 raise LabelError(f"Task {task.name!r} ({task.kind}): the label maps are {size[0]}x{size[1]} "
                                  f"(height x width) where the images are {images.shape[1]}x{images.shape[2]}; each "
                                  f"map must have its image's size.")
-    return make_dataset(images, labels, tasks, masks, **kwargs)
+
+
+def _is_array_data(data) -> bool:
+    """Whether `data` is what `prepare_arrays` checks: arrays, lists, tensors, dicts of them or a DataFrame (not a
+    tf.data.Dataset, a generator or a `keras.utils.PyDataset`, which carry their own labels)."""
+    return isinstance(data, np.ndarray | list | tuple | tf.Tensor | Mapping) or hasattr(data, "columns")
+
+
+def prepare_arrays(model, x, y, masks=None, sample_weight=None):
+    """`(x, y, sample_weight)` as a multi-task model's `fit` and `evaluate` take arrays: the inputs checked as the
+    dataset helpers check them (raw columns for a tabular model, strings for a text model, uint8 pixels for an image
+    model), and the labels checked against the model's tasks (`mtl_keras.labels.prepare_labels`: 1-D labels, the
+    `-1` sentinel and `masks` for missing labels, a class index out of range, a NaN target, an unknown or absent
+    task), so bad data fails naming the task before any step. The labels may be a dict keyed by task name, a list
+    in output order, or one array for a one-task model. `sample_weight` (one array, or a dict by task name)
+    multiplies each task's labelled-example weights (0 for a missing label).
+
+    Anything but arrays (a tf.data.Dataset, a generator) comes back as it is: the dataset helpers checked it.
+    """
+    tasks = model.tasks
+    if tasks is None or y is None or not _is_array_data(x):
+        return x, y, sample_weight
+    if getattr(model, "input_columns", None) and (isinstance(x, Mapping) or hasattr(x, "columns")):
+        x = model.prepare_columns(x)
+    x = check_model_inputs(x, model.inputs)
+    names = [task.name for task in tasks]
+    if not isinstance(y, Mapping):
+        if isinstance(y, list | tuple) and len(y) == len(tasks) and len(tasks) > 1:
+            y = dict(zip(names, y, strict=True))
+        elif len(tasks) == 1:
+            y = {names[0]: y}
+    images = next((value for value in tf.nest.flatten(x) if np.ndim(value) == 4), None)
+    if images is not None:
+        check_label_map_sizes(np.asarray(images), y, tasks)
+    labels, weights = prepare_labels(tasks, y, masks, num_examples=num_rows(x))
+    if sample_weight is not None:
+        given = sample_weight if isinstance(sample_weight, Mapping) else {name: sample_weight for name in names}
+        check_task_names(as_task_dict(tasks), given, "sample_weight")
+        for name, values in given.items():
+            values = np.asarray(values, dtype="float32")
+            if values.shape not in ((len(weights[name]),), (len(weights[name]), 1)):
+                raise LabelError(f"sample_weight for task {name!r}: expected one weight per example "
+                                 f"({len(weights[name])},), got shape {values.shape}.")
+            weights[name] = weights[name] * values.reshape(-1)
+    return x, labels, weights

@@ -18,6 +18,10 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     stop into an error, so a caller can refuse to save or export a diverged model.
     """
 
+    # Keras may call the batch hooks from a thread (training does not wait on each step's logs), since this callback
+    # only reads them: training stops a step or two after the bad one, and the message names the bad one.
+    async_safe = True
+
     def __init__(self):
         super().__init__()
         self.failure: str | None = None
@@ -25,7 +29,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         bad = {key: value for key, value in (logs or {}).items()
                if key.endswith("loss") and not math.isfinite(float(value))}
-        if bad:
+        if bad and self.failure is None:
             self.failure = (f"non-finite loss at epoch {self._epoch + 1}, batch {batch + 1}: "
                             + ", ".join(f"{key}={value}" for key, value in sorted(bad.items()))
                             + "; training stopped (try a lower learning rate, or check inputs and targets).")

@@ -46,10 +46,11 @@ from collections.abc import Mapping
 import keras
 import tensorflow as tf
 
-from mtl_keras.datasets.pipeline import check_model_inputs, prepare_columns
+from mtl_keras.datasets.pipeline import check_model_inputs, prepare_arrays, prepare_columns
 from mtl_keras.distribute import is_multi_worker
 from mtl_keras.tasks import Task, as_task_dict
 from mtl_keras.training.balancing import Balancer, BalancingMonitor
+from mtl_keras.training.callbacks import StopOnNonFiniteLoss
 from mtl_keras.training.gradients import get_gradient_method
 from mtl_keras.training.progress import TaskProgressBar
 from mtl_keras.training.task_defaults import compile_arguments, is_auto
@@ -199,25 +200,66 @@ class MultiTaskModel(keras.Model):
             return super().test_step(data)
         return self._balancer.test_step(self, data)
 
-    def fit(self, *args, callbacks=None, loop: str = "auto", backup=None, **kwargs):
+    def fit(self, x=None, y=None, *args, callbacks=None, loop: str = "auto", backup=None, masks=None,
+            stop_on_nonfinite_loss: bool = True, **kwargs):
         """Keras' `fit`, or our loop (`mtl_keras.training.loop.fit_distributed`, on a tf.data.Dataset) with
         `loop="custom"`, with a `backup` (a `TrainingBackup`), and by default under `MultiWorkerMirroredStrategy`,
-        where Keras' `fit` fails; `loop="keras"` insists on Keras' `fit`."""
+        where Keras' `fit` fails; `loop="keras"` insists on Keras' `fit`.
+
+        Arrays and dicts (`x`, `y`, a `(x, y)` `validation_data`) are checked as the dataset helpers check them
+        (`mtl_keras.datasets.pipeline.prepare_arrays`): 1-D labels work, `-1` or `masks={task: labelled}` mark
+        missing labels, and bad labels fail naming the task before any step. With `stop_on_nonfinite_loss` (the
+        default), a NaN or infinite loss stops training and raises `NonFiniteLossError` naming the task and batch
+        (unless the callbacks hold their own `StopOnNonFiniteLoss`, whose caller decides)."""
         if loop not in ("auto", "keras", "custom"):
             raise ValueError(f"loop must be 'auto', 'keras' or 'custom', got {loop!r}.")
+        x, y, kwargs = self._checked_arrays(x, y, masks, kwargs)
+        if isinstance(kwargs.get("validation_data"), tuple) and self._tasks is not None:
+            validation = kwargs["validation_data"]
+            if len(validation) not in (2, 3):
+                raise ValueError(f"validation_data must be (x, y) or (x, y, sample_weight), got a tuple of "
+                                 f"{len(validation)}.")
+            vx, vy, vw = prepare_arrays(self, validation[0], validation[1], None,
+                                        validation[2] if len(validation) == 3 else None)
+            kwargs["validation_data"] = (vx, vy, vw)
         callbacks = list(callbacks or [])
         if getattr(self, "_balancer", None) is not None:
             callbacks.insert(0, EpochHooks())
+        guard = None
+        if stop_on_nonfinite_loss and not any(isinstance(c, StopOnNonFiniteLoss) for c in callbacks):
+            guard = StopOnNonFiniteLoss()
+            callbacks.append(guard)
         if (self._tasks is not None and kwargs.get("verbose", "auto") != 0
                 and not any(isinstance(c, keras.callbacks.ProgbarLogger) for c in callbacks)):
             callbacks.append(TaskProgressBar())  # Keras adds its own bar only where the callbacks have none
         if loop == "custom" or (loop == "auto" and (backup is not None or is_multi_worker(self.distribute_strategy))):
             from mtl_keras.training.loop import fit_distributed  # it imports this module
 
-            return fit_distributed(self, *args, callbacks=callbacks, backup=backup, **kwargs)
-        if backup is not None:
+            if y is not None:
+                raise TypeError("Our loop takes x as a tf.data.Dataset of (inputs, labels[, sample_weights]) "
+                                "batches, not y: build one with make_dataset (or its text, image and tabular forms).")
+            history = fit_distributed(self, x, *args, callbacks=callbacks, backup=backup, **kwargs)
+        elif backup is not None:
             raise ValueError("backup= needs our loop (loop='custom' or 'auto'); Keras' fit has no mid-epoch resume.")
-        return super().fit(*args, callbacks=callbacks, **kwargs)
+        else:
+            history = super().fit(x, y, *args, callbacks=callbacks, **kwargs)
+        if guard is not None:
+            guard.raise_if_failed()
+        return history
+
+    def evaluate(self, x=None, y=None, *args, masks=None, **kwargs):
+        """Keras' `evaluate`; arrays and dicts are checked as in `fit` (missing labels left out of every metric)."""
+        x, y, kwargs = self._checked_arrays(x, y, masks, kwargs)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def _checked_arrays(self, x, y, masks, kwargs):
+        if masks is not None and (self._tasks is None or y is None):
+            raise ValueError("masks= marks missing labels of array labels (y) of a model that carries its tasks; "
+                             "a dataset carries them in its sample weights (see make_dataset).")
+        x, y, sample_weight = prepare_arrays(self, x, y, masks, kwargs.pop("sample_weight", None))
+        if sample_weight is not None:
+            kwargs["sample_weight"] = sample_weight
+        return x, y, kwargs
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras (3.x, TF backend) builds the metrics, loss trackers and optimizer slots here from a batch it draws
