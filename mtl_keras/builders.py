@@ -19,7 +19,7 @@ from mtl_keras.encoders.tabular import encode_features, feature_inputs
 from mtl_keras.encoders.text import get_text_encoder
 from mtl_keras.encoders.vision import check_image_shape, vision_trunk
 from mtl_keras.heads import TaskHead
-from mtl_keras.sharing import SharingLayer, TaskCascade, attach_cascade_heads, get_sharing
+from mtl_keras.sharing import SharingLayer, TaskCascade, attach_cascade_heads, check_sharing_options, get_sharing
 from mtl_keras.tasks import Task, as_task_dict
 from mtl_keras.training.model import MultiTaskModel
 
@@ -64,8 +64,7 @@ def attach_shared_heads(
     if isinstance(sharing, str) and sharing == "cascade":
         if cascade is not None:
             raise ValueError("Give the cascade either as sharing='cascade' with sharing_options, or as cascade=.")
-        if "order" not in options:
-            raise ValueError("sharing='cascade' needs sharing_options={'order': [task names, first to last]}.")
+        check_sharing_options(sharing, options)
         cascade, options = TaskCascade(**options), {}
     representations = get_sharing(sharing, list(tasks), **options)(shared)
     if cascade is not None:

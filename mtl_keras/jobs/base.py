@@ -39,6 +39,7 @@ from mtl_keras.distribute import get_strategy, is_chief, is_multi_worker
 from mtl_keras.evaluation import compute_metrics, delta_m, task_deltas
 from mtl_keras.export import atomic_directory, export_saved_model
 from mtl_keras.seeds import DEFAULT_SEED, set_global_seed
+from mtl_keras.sharing import check_sharing_options
 from mtl_keras.tasks import Task, as_task_dict
 from mtl_keras.training.backup import TrainingBackup
 from mtl_keras.training.callbacks import MeanRelativeValidationLoss, NonFiniteLossError, StopOnNonFiniteLoss
@@ -94,6 +95,8 @@ def check_job_config(config: JobConfig) -> None:
         raise ValueError(f"--limit must be a whole number >= 1, got {config.limit!r}.")
     if config.backup_every is not None and not config.backup_dir:
         raise ValueError("--backup-every needs --backup-dir (where the backups go).")
+    if isinstance(getattr(config, "sharing", None), str):  # a job of several sharings (text, census)
+        check_sharing_options(config.sharing, getattr(config, "sharing_options", None))
 
 
 def check_splits_not_empty(splits: Splits, limit: int | None = None) -> None:
@@ -250,6 +253,9 @@ class Job:
             ) -> Path | None:
         """Trains the multi-task model (and baselines if asked), then writes the run folder; returns its path (None on
         a multi-worker strategy's workers other than the chief, which alone writes the folder)."""
+        output = Path(output or Path("runs") / f"{self.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+        if output.exists() and not overwrite:  # checked again when writing; this saves loading data and training
+            raise FileExistsError(f"{output} already exists; choose another --output or pass --overwrite.")
         splits = self.load_data()
         check_splits_not_empty(splits, self.config.limit)
         tasks = splits.tasks
@@ -258,9 +264,6 @@ class Job:
             backup = self.backup(task_set)
             if backup is not None:
                 backup.check_settings()  # a backup of other settings fails now, not after the first training
-        output = Path(output or Path("runs") / f"{self.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
-        if output.exists() and not overwrite:  # checked again when writing; this saves a wasted training
-            raise FileExistsError(f"{output} already exists; choose another --output or pass --overwrite.")
         model, history = self.train(tasks, splits, verbose)
         model = self.local_copy(model, tasks, splits)
         metrics = {"test": self.evaluate(model, model.tasks, splits.test),

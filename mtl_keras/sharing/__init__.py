@@ -56,6 +56,24 @@ def get_sharing(sharing: str | SharingLayer, task_names: Sequence[str], **option
         return sharing
     if sharing == "cascade":
         sharing = "hard"
+    check_sharing_options(sharing, options)
+    return SHARING[sharing](task_names, name=f"{sharing}_sharing", **options)
+
+
+def check_sharing_options(sharing: str, options) -> None:
+    """Raises naming the sharing or the options unless `sharing` is a sharing's name and every option one its layer
+    takes (a cascade's options are its `TaskCascade`'s, `order` first): what a job checks before it loads any data.
+
+    >>> check_sharing_options("mmoe", {"num_experts": 4})
+    >>> check_sharing_options("mmoe", {"experts": 3})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: sharing='mmoe': bad sharing option(s) ['experts']; MMoE takes ['num_experts', ...].
+    """
+    options = dict(options or {})
+    if sharing == "cascade":
+        if "order" not in options:
+            raise ValueError("sharing='cascade' needs sharing_options={'order': [task names, first to last]}.")
+        return
     if sharing not in SHARING:
         raise ValueError(f"Unknown sharing {sharing!r}; choose one of {list(SHARING_NAMES)} or pass a SharingLayer.")
     layer_class = SHARING[sharing]
@@ -65,7 +83,6 @@ def get_sharing(sharing: str | SharingLayer, task_names: Sequence[str], **option
     if unknown:
         raise ValueError(f"sharing={sharing!r}: bad sharing option(s) {unknown}; {layer_class.__name__} takes "
                          f"{accepted}.")
-    return layer_class(task_names, name=f"{sharing}_sharing", **options)
 
 
 def expert_gates(model: keras.Model, inputs, batch_size: int = 1024) -> dict[str, dict[str, np.ndarray]]:
