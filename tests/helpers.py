@@ -98,15 +98,10 @@ _SERVE_SCRIPT = textwrap.dedent("""
 """)
 
 
-def serve_in_fresh_process(saved_model, inputs: dict) -> dict[str, np.ndarray]:
-    """Calls a SavedModel's `serving_default` signature (and `serve`, checked to agree) in a new Python process that
-    imports TensorFlow and NumPy only, on `inputs` (input name, or for `serve`'s dict its key, -> values; converted to
-    the signature's dtypes there); returns the outputs by name."""
-    return serve_many_in_fresh_process([(saved_model, inputs)])[0]
-
-
 def serve_many_in_fresh_process(models: list) -> list[dict[str, np.ndarray]]:
-    """`serve_in_fresh_process` for several `(saved_model, inputs)` pairs, in one new process."""
+    """Calls each SavedModel's `serving_default` signature (and `serve`, checked to agree) in one new Python process
+    that imports TensorFlow and NumPy only, for `(saved_model, inputs)` pairs (inputs: input name, or for `serve`'s
+    dict its key, -> values; converted to the signature's dtypes there); returns each one's outputs by name."""
     payload = json.dumps([[str(path), {name: _json_ready(values) for name, values in inputs.items()}]
                           for path, inputs in models])
     result = subprocess.run([sys.executable, "-c", _SERVE_SCRIPT], input=payload, capture_output=True, text=True,

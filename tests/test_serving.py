@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 from test_cli import ENV
 
-from helpers import serve_in_fresh_process
+from helpers import serve_many_in_fresh_process
 from mtl_keras.datasets.census import census_file
 from mtl_keras.export import export_saved_model, load_saved_model, serving_signature
 from mtl_keras.jobs import JOBS
@@ -69,21 +69,32 @@ def by_input_name(model_inputs, signature) -> dict[str, np.ndarray]:
     return {spec.name: np.asarray(model_inputs)}
 
 
-@pytest.fixture(scope="module", params=["text", "census", "vision"])
-def exported(request, tmp_path_factory) -> Exported:
-    return Exported(request.param, tmp_path_factory.mktemp(request.param))
+JOB_NAMES = ("text", "census", "vision")
 
 
-def test_saved_model_in_a_fresh_process_matches_keras_predict(exported):
-    expected = exported.model.predict(exported.model_inputs, verbose=0)
-    served = serve_in_fresh_process(exported.path, exported.by_input_name)
-    masks = {f"{task.name}_mask": task.name for task in exported.tasks if task.kind == "segmentation"}
-    assert sorted(served) == sorted([*expected, *masks])
-    for name, values in expected.items():
-        assert served[name].shape == values.shape, name
-        np.testing.assert_allclose(served[name], values, atol=1e-5, err_msg=name)
-    for mask, task in masks.items():  # the argmax of what it served (untrained classes can nearly tie)
-        np.testing.assert_array_equal(served[mask], served[task].argmax(-1))
+@pytest.fixture(scope="module")
+def every_exported(tmp_path_factory) -> dict[str, Exported]:
+    return {name: Exported(name, tmp_path_factory.mktemp(name)) for name in JOB_NAMES}
+
+
+@pytest.fixture(params=JOB_NAMES)
+def exported(request, every_exported) -> Exported:
+    return every_exported[request.param]
+
+
+def test_saved_models_in_a_fresh_process_match_keras_predict(every_exported):
+    """Every job's SavedModel served in one new process (TensorFlow only) gives what `predict` gives."""
+    jobs = list(every_exported.values())
+    every_served = serve_many_in_fresh_process([(job.path, job.by_input_name) for job in jobs])
+    for exported, served in zip(jobs, every_served, strict=True):
+        expected = exported.model.predict(exported.model_inputs, verbose=0)
+        masks = {f"{task.name}_mask": task.name for task in exported.tasks if task.kind == "segmentation"}
+        assert sorted(served) == sorted([*expected, *masks]), exported.job.name
+        for name, values in expected.items():
+            assert served[name].shape == values.shape, name
+            np.testing.assert_allclose(served[name], values, atol=1e-5, err_msg=name)
+        for mask, task in masks.items():  # the argmax of what it served (untrained classes can nearly tie)
+            np.testing.assert_array_equal(served[mask], served[task].argmax(-1))
 
 
 DT_NAMES = {tf.string: "DT_STRING", tf.uint8: "DT_UINT8", tf.float32: "DT_FLOAT"}
