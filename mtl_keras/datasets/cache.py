@@ -105,7 +105,11 @@ def cached_arrays(
 def _read(path: Path, key: str, check: Callable[[dict[str, np.ndarray]], None] | None) -> dict[str, np.ndarray] | None:
     """The arrays of a cache file, or None (with a warning) if it cannot be read or does not match."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        # Our own handle, closed even when np.load fails on a damaged archive (it would leave its own open).
+        with open(path, "rb") as handle:
+            archive = np.load(handle, allow_pickle=False)
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise ValueError("it holds one array, not an .npz archive")
             arrays = {name: archive[name] for name in archive.files}
         stored_key = arrays.pop(KEY_ARRAY)
         if stored_key.shape != () or stored_key.item() != key:
