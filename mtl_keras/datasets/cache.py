@@ -14,16 +14,16 @@ Example:
 
 >>> import os, tempfile
 >>> from pathlib import Path
+>>> from unittest import mock
 >>> folder = tempfile.mkdtemp()
->>> os.environ["MTL_KERAS_CACHE"] = folder
 >>> source = Path(folder, "numbers.txt")
 >>> _ = source.write_text("1 2 3")
 >>> parse = lambda: {"numbers": np.array(source.read_text().split(), dtype="float32")}
->>> cached_arrays(source, version=1, parse=parse)["numbers"].tolist()   # parsed, then written
-[1.0, 2.0, 3.0]
->>> cached_arrays(source, version=1, parse=lambda: {})["numbers"].tolist()   # read back: no parse
-[1.0, 2.0, 3.0]
->>> del os.environ["MTL_KERAS_CACHE"]
+>>> with mock.patch.dict(os.environ, MTL_KERAS_CACHE=folder):
+...     parsed = cached_arrays(source, version=1, parse=parse)  # parsed, then written
+...     read_back = cached_arrays(source, version=1, parse=lambda: {})  # read from the cache file: no parse
+>>> parsed["numbers"].tolist(), read_back["numbers"].tolist()
+([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
 """
 
 from __future__ import annotations

@@ -125,8 +125,8 @@ def _parse_census_file(file: Path) -> dict[str, np.ndarray]:
 
     The parse works on the decompressed bytes with NumPy, a whole column at a time: the field boundaries are the
     positions of the tabs and newlines, each column's fields are copied into one fixed-width bytes array, and NumPy
-    converts that to float32 or to distinct values and codes (5-6 s for the training file on 2 busy cores, against
-    13-14 s for splitting every row in Python).
+    converts that to float32 or to distinct values and codes. Measured side by side on 2 busy cores, the training
+    file takes 10.7 s so (with the cache write), against 15.5 s for splitting every row in Python.
     """
     with lzma.open(file, "rb") as handle:
         data = handle.read()
