@@ -48,6 +48,7 @@ from mtl_keras.losses import MaskedLoss
 from mtl_keras.metrics import (
     BoxIoU,
     ExactMatch,
+    HistogramAUC,
     MacroF1,
     MacroPrecision,
     MacroRecall,
@@ -55,6 +56,9 @@ from mtl_keras.metrics import (
     PixelAccuracy,
     SegmentationIoU,
     SparseMacroAUC,
+    ThresholdF1Score,
+    ThresholdPrecision,
+    ThresholdRecall,
 )
 from mtl_keras.seeds import DEFAULT_SEED, set_global_seed
 from mtl_keras.sharing import (
@@ -123,6 +127,7 @@ __all__ = [
     "GradNorm",
     "GradientMethod",
     "HIGHER_IS_BETTER",
+    "HistogramAUC",
     "HardSharing",
     "IMTLG",
     "InputError",
@@ -157,6 +162,9 @@ __all__ = [
     "TaskCascade",
     "TaskHead",
     "TaskProgressBar",
+    "ThresholdF1Score",
+    "ThresholdPrecision",
+    "ThresholdRecall",
     "TrainingBackup",
     "TransformerBlock",
     "TransformerTextEncoder",

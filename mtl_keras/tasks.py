@@ -49,14 +49,16 @@ class KindSpec:
 
 # Keras' AUC integrates over evenly spaced thresholds. Its default 200 lumps together the many confident negatives of
 # a rare positive class: 0.9494 against an exact 0.9512 for census income (6% positive); 10,000 gives 0.95117, at no
-# measurable cost per step (the even spacing takes Keras' bucketed path).
+# measurable cost per step (the even spacing lets `HistogramAUC` bucket the predictions in one segment sum).
 AUC_THRESHOLDS = 10_000
 
 # Metrics of sigmoid outputs thresholded at 0.5 (binary, and multilabel where they are micro-averaged over labels).
+# Keras' Precision, Recall, F1Score and AUC give these numbers too; ours build far fewer ops, which is most of a
+# short fit's cost for a small model (benchmarks/metric_trace_cost.py).
 _THRESHOLDED: dict[str, MetricFactory] = {
     "accuracy": lambda t: keras.metrics.BinaryAccuracy(name="accuracy"),
-    "precision": lambda t: keras.metrics.Precision(name="precision"),
-    "recall": lambda t: keras.metrics.Recall(name="recall"),
+    "precision": lambda t: mtl_metrics.ThresholdPrecision(name="precision"),
+    "recall": lambda t: mtl_metrics.ThresholdRecall(name="recall"),
 }
 
 KINDS: dict[str, KindSpec] = {
@@ -65,8 +67,8 @@ KINDS: dict[str, KindSpec] = {
         default_loss=keras.losses.BinaryCrossentropy,
         metrics={
             **_THRESHOLDED,
-            "f1": lambda t: keras.metrics.F1Score(average="micro", threshold=0.5, name="f1"),
-            "auc": lambda t: keras.metrics.AUC(num_thresholds=AUC_THRESHOLDS, name="auc"),
+            "f1": lambda t: mtl_metrics.ThresholdF1Score(average="micro", threshold=0.5, name="f1"),
+            "auc": lambda t: mtl_metrics.HistogramAUC(num_thresholds=AUC_THRESHOLDS, name="auc"),
         },
         sparse_labels=True,
         label_description="0 or 1 per example (-1 = missing)",
@@ -89,10 +91,10 @@ KINDS: dict[str, KindSpec] = {
         default_loss=keras.losses.BinaryCrossentropy,
         metrics={
             **_THRESHOLDED,
-            "f1": lambda t: keras.metrics.F1Score(average="macro", threshold=0.5, name="f1"),
-            "f1_micro": lambda t: keras.metrics.F1Score(average="micro", threshold=0.5, name="f1_micro"),
-            "auc": lambda t: keras.metrics.AUC(num_thresholds=AUC_THRESHOLDS, multi_label=True,
-                                               num_labels=t.num_classes, name="auc"),
+            "f1": lambda t: mtl_metrics.ThresholdF1Score(average="macro", threshold=0.5, name="f1"),
+            "f1_micro": lambda t: mtl_metrics.ThresholdF1Score(average="micro", threshold=0.5, name="f1_micro"),
+            "auc": lambda t: mtl_metrics.HistogramAUC(num_thresholds=AUC_THRESHOLDS, multi_label=True,
+                                                      num_labels=t.num_classes, name="auc"),
         },
         sparse_labels=False,
         label_description="a 0/1 vector of length num_classes per example (a row of -1 = missing)",
