@@ -128,8 +128,22 @@ def _has_threshold_fast_path(metric) -> bool:
     return metric.top_k is None and metric.class_id is None and not metric._thresholds_distributed_evenly
 
 
+class _ThresholdCountsUpdate:
+    """The update of `ThresholdPrecision` and `ThresholdRecall`: the counts they keep (`COUNTS`: count name ->
+    variable), from `_threshold_counts`, where Keras' own rules do not take another path."""
+
+    COUNTS: dict[str, str] = {}
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        if not _has_threshold_fast_path(self):
+            return super().update_state(y_true, y_pred, sample_weight)
+        counts = _threshold_counts(y_true, y_pred, sample_weight, self.thresholds, self.dtype, tuple(self.COUNTS))
+        for variable, value in zip(self.COUNTS.values(), counts, strict=True):
+            getattr(self, variable).assign_add(value)
+
+
 @keras.saving.register_keras_serializable(package="mtl_keras")
-class ThresholdPrecision(keras.metrics.Precision):
+class ThresholdPrecision(_ThresholdCountsUpdate, keras.metrics.Precision):
     """`keras.metrics.Precision` (default threshold 0.5) with an update of a few ops and the same numbers.
 
     >>> m = ThresholdPrecision()
@@ -138,17 +152,11 @@ class ThresholdPrecision(keras.metrics.Precision):
     0.5
     """
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        if not _has_threshold_fast_path(self):
-            return super().update_state(y_true, y_pred, sample_weight)
-        true_positives, false_positives = _threshold_counts(y_true, y_pred, sample_weight, self.thresholds,
-                                                            self.dtype, ("tp", "fp"))
-        self.true_positives.assign_add(true_positives)
-        self.false_positives.assign_add(false_positives)
+    COUNTS = {"tp": "true_positives", "fp": "false_positives"}
 
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
-class ThresholdRecall(keras.metrics.Recall):
+class ThresholdRecall(_ThresholdCountsUpdate, keras.metrics.Recall):
     """`keras.metrics.Recall` (default threshold 0.5) with an update of a few ops and the same numbers.
 
     >>> m = ThresholdRecall()
@@ -157,13 +165,7 @@ class ThresholdRecall(keras.metrics.Recall):
     0.5
     """
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        if not _has_threshold_fast_path(self):
-            return super().update_state(y_true, y_pred, sample_weight)
-        true_positives, false_negatives = _threshold_counts(y_true, y_pred, sample_weight, self.thresholds,
-                                                            self.dtype, ("tp", "fn"))
-        self.true_positives.assign_add(true_positives)
-        self.false_negatives.assign_add(false_negatives)
+    COUNTS = {"tp": "true_positives", "fn": "false_negatives"}
 
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
