@@ -232,14 +232,16 @@ def test_a_distributed_model_is_refused(two_replicas):
 
 def test_affinity_command_prints_both_tables(tmp_path, capsys):
     output = tmp_path / "affinity.json"
+    # Two steps (batches of 256 and 64 of the training split): the first measured.
     assert main(["affinity", "text", "--limit", "400", "--epochs", "1", "--embedding-dim", "16", "--max-length", "16",
-                 "--every", "2", "--quiet", "--output", str(output)]) == 0
+                 "--no-lexicon", "--batch-size", "256", "--every", "2", "--quiet", "--output", str(output)]) == 0
     out = capsys.readouterr().out
     assert "Lookahead affinity Z[i->j]" in out and "Cosine similarity" in out and "task i helps task j" in out
     tables = out.split("Lookahead affinity")[1]
     for task in ("sentiment", "intensity", "domain"):
         assert sum(line.startswith(task) for line in tables.splitlines()) == 2  # a row in each table
     report = json.loads(output.read_text())
+    assert [measurement["step"] for measurement in report["history"]] == [0]
     assert report["tasks"] == ["sentiment", "intensity", "domain"] and report["job"] == "text"
     assert np.isfinite(np.array(report["lookahead_affinity"], "float64")).all()
     assert "shared_embedding/embeddings" in report["variables"]["shared"]

@@ -1,29 +1,28 @@
-"""End to end through the `mtl-keras` command, on a small stratified subset of the bundled corpus."""
+"""End to end through the `mtl-keras` command (its `main`, in this process: the command's own start in a fresh
+process is tested in test_keras_surface.py), on a small stratified subset of the bundled corpus."""
 
+import contextlib
+import io
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from mtl_keras.cli import main
 
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "mtl_keras.cli", *args], capture_output=True, text=True, env=ENV,
-                          timeout=600)
+TASKS = ("sentiment", "intensity", "domain")
+# Small enough for a few seconds a training (mostly tracing, whatever the data); `train` and `tune` take the same, so
+# that the search's reference trial can be compared with the run's training.
+SMALL = ["--limit", "400", "--epochs", "1", "--embedding-dim", "16", "--max-length", "16", "--no-lexicon",
+         "--batch-size", "256"]
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("runs") / "tiny"
-    result = run_cli("train", "text", "--limit", "400", "--epochs", "1", "--embedding-dim", "16",
-                     "--baselines", "--output", str(folder), "--quiet")
-    assert result.returncode == 0, result.stderr
-    return folder, result.stdout
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["train", "text", *SMALL, "--baselines", "--output", str(folder), "--quiet"]) == 0
+    return folder, printed.getvalue()
 
 
 def test_train_writes_a_complete_run_folder(trained_run):
@@ -40,6 +39,7 @@ def test_train_writes_a_complete_run_folder(trained_run):
     assert set(history) == {"multitask", "sentiment", "intensity", "domain"}
     assert "val_sentiment_loss" in history["multitask"]
     assert "Δm" in stdout and "sentiment" in stdout
+    assert f"Run folder: {folder}" in stdout
 
 
 def test_evaluate_recomputes_the_recorded_metrics(trained_run, capsys):
@@ -60,8 +60,7 @@ def test_predict_prints_every_task(trained_run, capsys):
     assert "p(positive class)=" in out
 
 
-# Refusals run `main` in this process (the command's own process start is tested above): they must come before any
-# training, which the empty stdout (no progress bar) and the untouched folders show.
+# Refusals must come before any training, which the empty stdout (no progress bar) and the untouched folders show.
 def test_existing_run_folder_is_not_overwritten(trained_run, capsys):
     folder, _ = trained_run
     before = (folder / "metrics.json").read_text()
@@ -97,3 +96,28 @@ def test_evaluate_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
 def test_text_job_takes_a_sharing_and_checks_its_options(capsys):
     assert main(["train", "text", "--limit", "300", "--epochs", "1", "--sharing", "cascade"]) == 2
     assert "needs sharing_options={'order'" in capsys.readouterr().err
+
+
+def test_tune_prints_the_best_weights_writes_tuning_json_and_its_reference_trains_as_train_does(
+        trained_run, tmp_path, capsys):
+    output = tmp_path / "tune"
+    command = ["tune", "text", *SMALL, "--max-trials", "2", "--candidates", "0.5,1,2", "--output", str(output),
+               "--quiet"]
+    assert main(command) == 0
+    printed = capsys.readouterr().out
+    record = json.loads((output / "tuning.json").read_text())
+    assert [path.name for path in output.iterdir()] == ["tuning.json"]  # the temporary file was renamed
+    assert len(record["trials"]) == 2 and record["tuner"] == "random" and record["config"]["limit"] == 400
+    best = ", ".join(f"{task}={weight:g}" for task, weight in record["best_weights"].items())
+    assert f"Best loss weights: {best}" in printed
+    assert record["train_command"] in printed
+    assert record["train_command"].startswith("mtl-keras train text --loss-weight sentiment=1 --loss-weight")
+    # The reference trial (the job's own weights) trains as `mtl-keras train` did with the same options.
+    reference = next(trial for trial in record["trials"] if trial["trial_id"] == record["reference_trial"])
+    assert reference["loss_weights"] == dict.fromkeys(TASKS, 1.0)
+    history = json.loads((trained_run[0] / "history.json").read_text())["multitask"]
+    for task in TASKS:
+        assert reference["validation"][task]["loss"] == pytest.approx(history[f"val_{task}_loss"][0], rel=1e-6)
+
+    assert main(command) == 2  # tuning.json is there: refused before any training
+    assert "already exists" in capsys.readouterr().err

@@ -15,15 +15,32 @@ def small_model(tasks, texts, encoder="cnn"):
                             max_length=8, head_hidden_units=(4,))
 
 
-@pytest.mark.parametrize("encoder", ["cnn", "bilstm", "transformer"])
-def test_builder_outputs_one_named_output_per_task(encoder, text_tasks, tiny_texts, tmp_path):
+ENCODERS = ("cnn", "bilstm", "transformer")
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_builder_outputs_one_named_output_per_task(encoder, text_tasks, tiny_texts):
     model = small_model(text_tasks, tiny_texts, encoder)
     assert sorted(model.output) == ["domain", "intensity", "sentiment"]
-    outputs = model.predict(tf.constant(list(tiny_texts)), verbose=0)
-    assert outputs["sentiment"].shape == (8, 1)
-    assert outputs["intensity"].shape == (8, 1)
-    assert outputs["domain"].shape == (8, 3)
-    assert_model_round_trips(model, tf.constant(list(tiny_texts)), tmp_path, TEXT_SIGNATURE)
+    outputs = model(tf.constant(list(tiny_texts)))
+    assert tuple(outputs["sentiment"].shape) == (8, 1)
+    assert tuple(outputs["intensity"].shape) == (8, 1)
+    assert tuple(outputs["domain"].shape) == (8, 3)
+
+
+def test_every_encoder_round_trips(text_tasks, tiny_texts, tmp_path):
+    """The model of each encoder, side by side in one model of one string input (outputs `<encoder>_<task>`): one
+    .keras round trip and one SavedModel export check all three."""
+    texts = keras.Input((), dtype="string", name="text")
+    outputs = {}
+    for encoder in ENCODERS:
+        outputs.update({f"{encoder}_{name}": value
+                        for name, value in small_model(text_tasks, tiny_texts, encoder)(texts).items()})
+    model = keras.Model(texts, outputs)
+    served = assert_model_round_trips(model, tf.constant(list(tiny_texts)), tmp_path, TEXT_SIGNATURE)
+    assert {name: value.shape for name, value in served.items()} == {
+        f"{encoder}_{task}": (8, width) for encoder in ENCODERS for task, width in
+        (("sentiment", 1), ("intensity", 1), ("domain", 3))}
 
 
 def test_builder_config_round_trip(text_tasks, tiny_texts):
@@ -31,8 +48,8 @@ def test_builder_config_round_trip(text_tasks, tiny_texts):
     clone = keras.Model.from_config(model.get_config())
     clone.set_weights(model.get_weights())
     texts = tf.constant(list(tiny_texts))
-    for name, values in model.predict(texts, verbose=0).items():
-        np.testing.assert_allclose(clone.predict(texts, verbose=0)[name], values, atol=1e-6)
+    for name, values in model(texts).items():
+        np.testing.assert_allclose(np.asarray(clone(texts)[name]), np.asarray(values), atol=1e-6)
 
 
 def test_builder_argument_errors(text_tasks, tiny_texts):
@@ -44,43 +61,44 @@ def test_builder_argument_errors(text_tasks, tiny_texts):
         build_text_model(text_tasks + text_tasks[:1], texts=tiny_texts)
 
 
-def test_compiled_logs_carry_per_task_losses_and_metrics(text_tasks, tiny_texts, tiny_labels):
+def test_compiled_logs_carry_per_task_losses_and_metrics_and_a_task_with_no_label_gives_zero_loss(
+        text_tasks, tiny_texts, tiny_labels):
     model = compile_multitask(small_model(text_tasks, tiny_texts), text_tasks, loss_weights={"intensity": 0.5})
-    dataset = make_text_dataset(tiny_texts, tiny_labels, text_tasks, batch_size=4)
-    history = model.fit(dataset, epochs=1, verbose=0).history
+    unlabelled = dict(tiny_labels, sentiment=np.full(8, -1))  # no sentiment label in the (one) batch
+    history = model.fit(make_text_dataset(tiny_texts, unlabelled, text_tasks, batch_size=8), epochs=1,
+                        verbose=0).history
     for key in ("loss", "sentiment_loss", "intensity_loss", "domain_loss", "sentiment_accuracy", "sentiment_auc",
                 "intensity_pearson_r", "intensity_rmse", "domain_f1", "domain_accuracy"):
         assert key in history, key
+    assert history["sentiment_loss"] == [0.0]  # not NaN
+    assert np.isfinite(history["loss"][0])
 
 
-def test_per_task_loss_is_the_masked_mean_and_weights_combine(text_tasks, tiny_texts, tiny_labels):
+def test_per_task_loss_is_the_masked_mean_weights_combine_and_compile_overrides_one_task_at_a_time(
+        text_tasks, tiny_texts, tiny_labels):
     model = compile_multitask(small_model(text_tasks, tiny_texts), text_tasks,
-                              loss_weights={"sentiment": 2.0, "intensity": 0.5})
+                              loss_weights={"sentiment": 2.0, "intensity": 0.5}, loss={"intensity": "huber"},
+                              metrics={"domain": ["accuracy"]})
     logs = model.evaluate(make_text_dataset(tiny_texts, tiny_labels, text_tasks, batch_size=8), verbose=0,
                           return_dict=True)
+    # One task's loss and one task's metrics overridden; the others keep the kind's defaults.
+    assert "domain_accuracy" in logs and "domain_f1" not in logs
+    assert "sentiment_f1" in logs
     predictions = model.predict(tf.constant(list(tiny_texts)), verbose=0)
     labelled = tiny_labels["sentiment"] >= 0
     p = predictions["sentiment"][labelled, 0].astype("float64")
     y = tiny_labels["sentiment"][labelled]
     expected_bce = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
-    expected_mse = np.mean((predictions["intensity"][:, 0] - tiny_labels["intensity"]) ** 2)
+    residual = np.abs(predictions["intensity"][:, 0].astype("float64") - tiny_labels["intensity"])
+    expected_huber = np.mean(np.where(residual <= 1.0, 0.5 * residual ** 2, residual - 0.5))  # delta 1
     domain_p = predictions["domain"][np.arange(8), tiny_labels["domain"]]
     expected_ce = -np.mean(np.log(domain_p))
     assert logs["sentiment_loss"] == pytest.approx(expected_bce, rel=1e-4)
-    assert logs["intensity_loss"] == pytest.approx(expected_mse, rel=1e-4)
+    assert logs["intensity_loss"] == pytest.approx(expected_huber, rel=1e-4)
     assert logs["domain_loss"] == pytest.approx(expected_ce, rel=1e-4)
-    assert logs["loss"] == pytest.approx(2 * expected_bce + 0.5 * expected_mse + expected_ce, rel=1e-4)
+    assert logs["loss"] == pytest.approx(2 * expected_bce + 0.5 * expected_huber + expected_ce, rel=1e-4)
     # Accuracy too skips the unlabelled examples.
     assert logs["sentiment_accuracy"] == pytest.approx(np.mean((p > 0.5) == y), abs=1e-6)  # Keras: p > 0.5
-
-
-def test_batch_where_a_task_has_no_label_gives_zero_loss_not_nan(text_tasks, tiny_texts, tiny_labels):
-    model = compile_multitask(small_model(text_tasks, tiny_texts), text_tasks)
-    unlabelled = dict(tiny_labels, sentiment=np.full(8, -1))
-    logs = model.fit(make_text_dataset(tiny_texts, unlabelled, text_tasks, batch_size=8), epochs=1,
-                     verbose=0).history
-    assert logs["sentiment_loss"] == [0.0]
-    assert np.isfinite(logs["loss"][0])
 
 
 def test_compile_errors_name_the_task(text_tasks, tiny_texts):
@@ -93,15 +111,6 @@ def test_compile_errors_name_the_task(text_tasks, tiny_texts):
         compile_multitask(model, text_tasks[:2])
     with pytest.raises(LabelError, match="metrics name unknown task"):
         compile_multitask(model, text_tasks, metrics={"topic": ["accuracy"]})
-
-
-def test_compile_overrides_one_task_at_a_time(text_tasks, tiny_texts, tiny_labels):
-    model = compile_multitask(small_model(text_tasks, tiny_texts), text_tasks, loss={"intensity": "huber"},
-                              metrics={"domain": ["accuracy"]})
-    history = model.fit(make_text_dataset(tiny_texts, tiny_labels, text_tasks, batch_size=8), epochs=1,
-                        verbose=0).history
-    assert "domain_accuracy" in history and "domain_f1" not in history
-    assert "sentiment_f1" in history
 
 
 def test_text_inputs_are_checked(text_tasks, tiny_labels):
