@@ -61,12 +61,12 @@ def tasks_of(kind):
 
 def every_sharing_side_by_side(inputs):
     """The outputs of each sharing layer of LAYERS with its own heads, on the same input, as `<kind>_<task>`; each
-    layer is named `<kind>_sharing`, so that every variable of a kind has a path starting with `<kind>_`. The
+    layer is named `<kind>_branch`, so that every variable of a kind has a path starting with `<kind>_`. The
     branches share no variable: a step on the sum of their losses is each branch's own step."""
     outputs = {}
     for kind in sorted(LAYERS):
         tasks = tasks_of(kind)
-        layer = LAYERS[kind]([task.name for task in tasks], name=f"{kind}_sharing")
+        layer = LAYERS[kind]([task.name for task in tasks], name=f"{kind}_branch")
         outputs.update(attach_shared_heads(inputs, tasks, layer, head_hidden_units=(4,)))
     return outputs
 

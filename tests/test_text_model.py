@@ -8,11 +8,11 @@ from mtl_keras import InputError, LabelError, build_text_model, compile_multitas
 from mtl_keras.export import TEXT_SIGNATURE
 
 
-def small_model(tasks, texts, encoder="cnn"):
+def small_model(tasks, texts, encoder="cnn", **kwargs):
     options = {"cnn": {"filters": 4, "kernel_sizes": (2,)}, "bilstm": {"units": 4},
                "transformer": {"num_layers": 1, "num_heads": 2, "feedforward_dim": 8}}[encoder]
     return build_text_model(tasks, texts=texts, encoder=encoder, encoder_options=options, embedding_dim=8,
-                            max_length=8, head_hidden_units=(4,))
+                            max_length=8, head_hidden_units=(4,), **kwargs)
 
 
 ENCODERS = ("cnn", "bilstm", "transformer")
@@ -34,8 +34,8 @@ def test_every_encoder_round_trips(text_tasks, tiny_texts, tmp_path):
     texts = keras.Input((), dtype="string", name="text")
     outputs = {}
     for encoder in ENCODERS:
-        outputs.update({f"{encoder}_{name}": value
-                        for name, value in small_model(text_tasks, tiny_texts, encoder)(texts).items()})
+        model = small_model(text_tasks, tiny_texts, encoder, name=f"text_{encoder}")
+        outputs.update({f"{encoder}_{name}": value for name, value in model(texts).items()})
     model = keras.Model(texts, outputs)
     served = assert_model_round_trips(model, tf.constant(list(tiny_texts)), tmp_path, TEXT_SIGNATURE)
     assert {name: value.shape for name, value in served.items()} == {
