@@ -104,6 +104,7 @@ def test_every_layer_round_trips_in_one_model(tmp_path):
     assert_model_round_trips(model, features(), tmp_path)
 
 
+@pytest.mark.parametrize("kind", sorted(LAYERS) + ["cascade"])
 def test_sharing_by_name(kind):
     options = {"order": ["c", "a", "b"]} if kind == "cascade" else {}
     model = model_with(kind, sharing_options=options)
