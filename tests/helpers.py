@@ -71,12 +71,14 @@ def fit_on_one_device_and_mirrored(build, tasks, dataset, strategy, learning_rat
 
 
 # Run with TensorFlow alone: the SavedModel must serve without mtl_keras (not even importable by accident). Several
-# SavedModels are served in one process: starting one (importing TensorFlow) costs more than serving.
+# SavedModels are served in one process, and `saved_model_cli show` runs there too (through the function its console
+# script calls): starting a process (importing TensorFlow) costs more than serving.
 _SERVE_SCRIPT = textwrap.dedent("""
-    import json, sys
+    import contextlib, io, json, sys
     import numpy as np, tensorflow as tf
+    models, show = json.loads(sys.stdin.read())
     results = []
-    for path, rows in json.loads(sys.stdin.read()):
+    for path, rows in models:
         saved = tf.saved_model.load(path)
         signature = saved.signatures["serving_default"]
         # `serve` takes the inputs as the model does: one tensor, or a dict of columns under the user's names, each
@@ -93,8 +95,19 @@ _SERVE_SCRIPT = textwrap.dedent("""
         for name, value in saved.serve(given).items():
             np.testing.assert_allclose(value.numpy(), outputs[name], atol=1e-6, err_msg=name)
         results.append({name: value.tolist() for name, value in outputs.items()})
+    shown = []
+    if show:
+        from tensorflow.python.tools import saved_model_cli  # the `saved_model_cli` command's module
+    for path in show:
+        sys.argv, printed = ["saved_model_cli", "show", "--dir", path, "--all"], io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            try:
+                saved_model_cli.main()  # what the console script calls; it ends in sys.exit
+            except SystemExit as exit:
+                assert not exit.code, f"saved_model_cli show --dir {path} --all: exit {exit.code}"
+        shown.append(printed.getvalue())
     assert "mtl_keras" not in sys.modules
-    print(json.dumps(results))
+    print(json.dumps([results, shown]))
 """)
 
 
@@ -102,12 +115,19 @@ def serve_many_in_fresh_process(models: list) -> list[dict[str, np.ndarray]]:
     """Calls each SavedModel's `serving_default` signature (and `serve`, checked to agree) in one new Python process
     that imports TensorFlow and NumPy only, for `(saved_model, inputs)` pairs (inputs: input name, or for `serve`'s
     dict its key, -> values; converted to the signature's dtypes there); returns each one's outputs by name."""
-    payload = json.dumps([[str(path), {name: _json_ready(values) for name, values in inputs.items()}]
-                          for path, inputs in models])
+    return serve_and_show_in_fresh_process(models)[0]
+
+
+def serve_and_show_in_fresh_process(models: list, show: list = ()) -> tuple[list[dict[str, np.ndarray]], list[str]]:
+    """`serve_many_in_fresh_process`, and in the same process what `saved_model_cli show --dir PATH --all` prints
+    for each SavedModel in `show`: returns `(outputs of each model, printed text of each shown one)`."""
+    payload = json.dumps([[[str(path), {name: _json_ready(values) for name, values in inputs.items()}]
+                           for path, inputs in models], [str(path) for path in show]])
     result = subprocess.run([sys.executable, "-c", _SERVE_SCRIPT], input=payload, capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                            timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})  # a bound, not a speed test
     assert result.returncode == 0, result.stderr[-3000:]
-    return [{name: np.asarray(values) for name, values in outputs.items()} for outputs in json.loads(result.stdout)]
+    served, shown = json.loads(result.stdout)
+    return [{name: np.asarray(values) for name, values in outputs.items()} for outputs in served], shown
 
 
 def _json_ready(values):

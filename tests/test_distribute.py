@@ -15,6 +15,7 @@ reference training, so that the module's wall time is about two rounds of proces
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -148,28 +149,36 @@ def _fit(model, loop, shuffle=True, epochs=4, **kwargs):
     return model.get_weights(), history.history
 
 
+EPOCHS = 6  # the trainings below are killed in epoch 3 (or 2) and resumed
+
+
+@functools.cache
+def _one_device(gradient, loop):
+    """The one-device training (Keras' fit or our loop) that several tests compare with, trained once."""
+    return _fit(_numeric_model(gradient), loop, epochs=EPOCHS)
+
+
 @pytest.mark.parametrize("gradient", [None, "pcgrad"])
 def test_our_loop_matches_keras_fit_on_one_device(gradient):
     """Shuffled data, validation, early stopping with the best weights restored: the same weights and logs."""
-    keras_run = _fit(_numeric_model(gradient), "keras", epochs=8)
-    ours = _fit(_numeric_model(gradient), "custom", epochs=8)
-    _assert_same_training(keras_run, ours)
+    ours = _one_device(gradient, "custom")
+    _assert_same_training(_one_device(gradient, "keras"), ours)
     assert "val_mean_relative_loss" in ours[1]
+    assert len(ours[1]["loss"]) == EPOCHS
 
 
 def test_keras_fit_under_mirrored_strategy_trains_as_one_device(two_replicas):
     """Shuffled, each epoch in a new order: Keras' fit under two replicas takes one device's batches. (Keras builds
     a distributed model from a batch it draws, which starts an extra pass of the dataset: every epoch then got the
     next epoch's order. MultiTaskModel builds from the dataset's element spec instead.)"""
-    _assert_same_training(_fit(_numeric_model(None), "keras", epochs=3),
-                          _fit(_numeric_model(None, two_replicas), "keras", epochs=3))
+    _assert_same_training(_one_device(None, "keras"), _fit(_numeric_model(None, two_replicas), "keras", epochs=EPOCHS))
 
 
 def test_our_loop_under_mirrored_strategy_trains_as_one_device(two_replicas):
     """Shuffled, with PCGrad: the weights and logs of Keras' fit on one device; the epoch logs are the metrics over
     both replicas' examples (not a mean of per-replica values)."""
-    _assert_same_training(_fit(_numeric_model("pcgrad"), "keras", epochs=3),
-                          _fit(_numeric_model("pcgrad", two_replicas), "custom", epochs=3))
+    _assert_same_training(_one_device("pcgrad", "keras"),
+                          _fit(_numeric_model("pcgrad", two_replicas), "custom", epochs=EPOCHS))
 
 
 def test_fit_distributed_refuses_arrays_and_uncompiled_models():
@@ -204,19 +213,18 @@ def test_interrupted_training_resumes_to_the_same_end(tmp_path, save_every, at, 
     """Killed in epoch 3 (or at the end of an epoch), started again: the same weights, History, and early stopping
     as an uninterrupted training, from the epoch's start (epoch-end backups) or from the batch (save_every)."""
     gradient = "pcgrad"
-    expected = _fit(_numeric_model(gradient), "custom", epochs=6)
     backup = TrainingBackup(tmp_path / "backup", save_every=save_every)
     model = _numeric_model(gradient)
     with pytest.raises(KeyboardInterrupt):
-        model.fit(_numeric_data(True), validation_data=_numeric_data(False), epochs=6, verbose=0,
+        model.fit(_numeric_data(True), validation_data=_numeric_data(False), epochs=EPOCHS, verbose=0,
                   callbacks=[*_callbacks(), _Interrupt(*at)], backup=backup)
     state = json.loads((backup.latest() / "state.json").read_text())
     assert (state["resume"]["epoch"], state["resume"]["batch"]) == resume
-    resumed = _fit(_numeric_model(gradient), "auto", epochs=6, backup=backup)
-    _assert_same_training(expected, resumed)
+    resumed = _fit(_numeric_model(gradient), "auto", epochs=EPOCHS, backup=backup)
+    _assert_same_training(_one_device(gradient, "custom"), resumed)
 
 
-def test_a_kill_while_saving_leaves_the_previous_backup(tmp_path, monkeypatch):
+def test_a_kill_while_saving_leaves_the_previous_backup_and_another_model_is_refused(tmp_path, monkeypatch):
     directory = tmp_path / "backup"
     model = _numeric_model()
     model.fit(_numeric_data(True), epochs=1, verbose=0, backup=TrainingBackup(directory))
@@ -241,11 +249,7 @@ def test_a_kill_while_saving_leaves_the_previous_backup(tmp_path, monkeypatch):
     model.fit(_numeric_data(True), epochs=2, verbose=0, backup=TrainingBackup(directory))  # and saving goes on
     assert (directory / "latest").read_text().strip() == "backup-000003"
     assert sorted(p.name for p in directory.glob("backup-*")) == ["backup-000003"]
-
-
-def test_a_backup_of_another_model_is_refused(tmp_path):
-    directory = tmp_path / "backup"
-    _numeric_model().fit(_numeric_data(False), epochs=1, verbose=0, backup=TrainingBackup(directory))
+    # The backup of this model is refused to another one.
     inputs = keras.Input((4,))
     other = MultiTaskModel(inputs, {"a": keras.layers.Dense(1, name="a")(inputs)})
     other.compile("adam", loss={"a": "mse"})
