@@ -9,7 +9,8 @@ starts of the papers. Methods: "mean" (the gradient of (L1 + L2) / 2, no gradien
 `GRADIENT_METHODS`, each on the parameters x themselves (MGDA with space="parameters": there is no representation).
 Each step takes the two gradients with one tape, forms their Gram matrix, asks the method for `alpha` and moves x
 with Adam along `alpha @ G` (lr 1e-3, betas 0.9 / 0.999, eps 1e-8: torch.optim.Adam as in the papers' code).
-A whole run is one XLA-compiled loop, so the 35 runs of 100,000 steps take under a minute on two cores.
+A method's runs from the five starts are one XLA-compiled loop, so the 35 runs of 100,000 steps take under a
+minute on two cores.
 
 A run reaches the front when its final point lies within `--tolerance` (default 0.1, a hundred Adam steps) of the
 Pareto set (the curve x2 = x2*(x1), -7 <= x1 <= 7, from `distance_to_pareto_set`): runs that converge end within
@@ -48,25 +49,30 @@ def build_method(name: str, seed: int = DEFAULT_SEED) -> GradientMethod | None:
 
 
 def task_gradients(x: tf.Tensor) -> tf.Tensor:
-    """[2, 2]: row t is the gradient of L_t at x."""
+    """[2, 2]: row t is the gradient of L_t at x; [S, 2, 2] for S points x [S, 2] at once (the points are
+    independent, so the gradient of a loss summed over them is each point's own)."""
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
         losses = toy_losses(x)
-        first, second = losses[0], losses[1]
-    return tf.stack([tape.gradient(first, x), tape.gradient(second, x)])
+        first, second = tf.reduce_sum(losses[..., 0]), tf.reduce_sum(losses[..., 1])
+    return tf.stack([tape.gradient(first, x), tape.gradient(second, x)], axis=-2)
 
 
 def combined_gradient(method: GradientMethod | None, x: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+    """[S, 2]: the step direction at each of the S points x [S, 2]; the method sees each point's own Gram matrix
+    (vectorized over the points, so that S runs cost about one)."""
     gradients = task_gradients(x)
     if method is None:
-        return tf.reduce_mean(gradients, axis=0)
-    alpha = method.coefficients(tf.matmul(gradients, gradients, transpose_b=True), step)
-    return tf.linalg.matvec(gradients, alpha, transpose_a=True)
+        return tf.reduce_mean(gradients, axis=-2)
+    grams = tf.matmul(gradients, gradients, transpose_b=True)
+    alphas = tf.vectorized_map(lambda gram: method.coefficients(gram, step), grams, fallback_to_while_loop=False)
+    return tf.linalg.matvec(gradients, alphas, transpose_a=True)
 
 
 def make_descent(method: GradientMethod | None, steps: int, record_every: int):
     """A compiled `start [2] -> trajectory [steps // record_every + 1, 2]` (the start, then x every `record_every`
-    Adam steps). Adam is written out because the whole run is one XLA loop."""
+    Adam steps), or `starts [S, 2] -> trajectories [steps // record_every + 1, S, 2]`: S independent runs in one
+    loop, for about the cost of one. Adam is written out because the whole run is one XLA loop."""
     if steps % record_every:
         raise ValueError(f"steps ({steps}) must be a multiple of record_every ({record_every}).")
 
@@ -85,15 +91,20 @@ def make_descent(method: GradientMethod | None, steps: int, record_every: int):
         return index + 1, state, trajectory.write(index + 1, state[1])
 
     @tf.function(jit_compile=True)
-    def descend(start):
-        zeros = tf.zeros([2])
-        trajectory = tf.TensorArray(tf.float32, size=steps // record_every + 1).write(0, start)
-        state = (tf.constant(0), start, zeros, zeros)
+    def descend(starts):
+        zeros = tf.zeros_like(starts)
+        trajectory = tf.TensorArray(tf.float32, size=steps // record_every + 1).write(0, starts)
+        state = (tf.constant(0), starts, zeros, zeros)
         _, _, trajectory = tf.while_loop(lambda index, *_: index < steps // record_every, record,
                                          (tf.constant(0), state, trajectory))
         return trajectory.stack()
 
-    return lambda start: descend(tf.constant(start, tf.float32)).numpy()
+    def run(starts):
+        starts = np.asarray(starts, np.float32)
+        trajectories = descend(tf.constant(starts.reshape(-1, 2))).numpy()
+        return trajectories[:, 0] if starts.ndim == 1 else trajectories
+
+    return run
 
 
 def pareto_stationarity(x) -> float:
@@ -216,7 +227,8 @@ def main(argv=None) -> dict:
     for name in args.methods:
         began = time.perf_counter()
         descend = make_descent(build_method(name, args.seed), args.steps, args.record_every)
-        trajectories[name] = {str(start): descend(start) for start in TOY_STARTS}
+        together = descend(TOY_STARTS)  # every start in one loop
+        trajectories[name] = {str(start): together[:, index] for index, start in enumerate(TOY_STARTS)}
         results[name] = {start: summarize(trajectory, args.record_every, args.tolerance)
                          for start, trajectory in trajectories[name].items()}
         seconds[name] = round(time.perf_counter() - began, 1)
