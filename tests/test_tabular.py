@@ -1,7 +1,5 @@
 """Tabular features, the tabular builder, and the census job end to end."""
 
-import contextlib
-import io
 import json
 
 import keras
@@ -9,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import assert_config_round_trip
+from helpers import assert_config_round_trip, train_in_process
 from mtl_keras import (
     Feature,
     InputError,
@@ -156,15 +154,6 @@ def test_tabular_mmoe_trains_under_mirrored_strategy_like_on_one_device(two_repl
         np.testing.assert_allclose(after_mirrored, after_single, atol=2e-5)
     gates = expert_gates(mirrored, tabular_inputs(columns()))
     np.testing.assert_allclose(gates["mmoe_sharing"]["income"].sum(axis=1), 1.0, atol=1e-6)
-
-
-def train_in_process(*args: str) -> str:
-    """`mtl-keras train ARGS` in this process (a new one would spend ~12 s of CPU importing TensorFlow); its stdout."""
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = main(["train", *args])
-    assert code == 0, stderr.getvalue()
-    return stdout.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,5 @@
 """Vision: scenes and MultiFashion generators, the vision builder, its metrics, the job, export and predict."""
 
-import contextlib
-import io
 import json
 
 import keras
@@ -9,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import assert_model_round_trips, fit_on_one_device_and_mirrored
+from helpers import assert_model_round_trips, fit_on_one_device_and_mirrored, train_in_process
 from mtl_keras import InputError, LabelError, Task, build_vision_model, compute_metrics
 from mtl_keras.cli import main
 from mtl_keras.datasets.fashion_mnist import load_fashion_mnist
@@ -248,15 +246,6 @@ def test_vision_model_trains_under_mirrored_strategy_like_on_one_device(two_repl
 
 
 # --- job, export, predict ------------------------------------------------------------------------------------------
-def train_in_process(*args: str) -> str:
-    """`mtl-keras train ARGS` in this process (a new one would spend ~12 s of CPU importing TensorFlow); its stdout."""
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = main(["train", *args])
-    assert code == 0, stderr.getvalue()
-    return stdout.getvalue()
-
-
 @pytest.fixture(scope="module")
 def vision_run(tmp_path_factory):
     # Five trainings (the multi-task model and one baseline per task), each costing its tracing whatever the data:
