@@ -65,7 +65,10 @@ def combined_gradient(method: GradientMethod | None, x: tf.Tensor, step: tf.Tens
     if method is None:
         return tf.reduce_mean(gradients, axis=-2)
     grams = tf.matmul(gradients, gradients, transpose_b=True)
-    alphas = tf.vectorized_map(lambda gram: method.coefficients(gram, step), grams, fallback_to_while_loop=False)
+    if x.shape[0] == 1:  # one run: the method as it is (vectorizing it only makes the loop slower to compile)
+        alphas = method.coefficients(grams[0], step)[tf.newaxis]
+    else:
+        alphas = tf.vectorized_map(lambda gram: method.coefficients(gram, step), grams, fallback_to_while_loop=False)
     return tf.linalg.matvec(gradients, alphas, transpose_a=True)
 
 

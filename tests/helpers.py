@@ -28,8 +28,9 @@ def assert_model_round_trips(model: keras.Model, inputs, tmp_path, signature=Non
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.models.load_model(path)  # safe mode: fails on Lambda layers or unregistered objects
-    # Called directly: `predict` is exercised on the original; a second traced predict function would only cost time.
-    reloaded = loaded(tf.nest.map_structure(tf.constant, inputs), training=False)
+    # One graph call rather than a second `predict` (exercised on the original): graph against graph, so that 16-bit
+    # models round the same way (an eager call may differ in the last float16 bits).
+    reloaded = tf.function(lambda batch: loaded(batch, training=False))(tf.nest.map_structure(tf.constant, inputs))
     _assert_outputs_close(expected, tf.nest.map_structure(np.asarray, reloaded), atol)
 
     from mtl_keras.export import export_saved_model, load_saved_model
