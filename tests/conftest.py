@@ -51,18 +51,3 @@ def tiny_labels():
         "intensity": np.array([2.5, -3.0, -0.5, 3.1, -1.2, 0.4, -0.1, 2.9], "float32"),
         "domain": np.array([0, 1, 2, 1, 0, 2, 0, 1]),
     }
-
-
-def pytest_collection_modifyitems(config, items):
-    """The notebooks first. Two workers take one file at a time, so the longest units (a notebook is one test of a
-    minute or two) should start first and the many short files fill in at the end; xdist's own order (by number
-    of tests, with `--loadscope-reorder`) would leave the notebooks for last. setup.cfg turns that reorder off."""
-    counts = {}
-    for item in items:
-        counts[item.nodeid.split("::")[0]] = counts.get(item.nodeid.split("::")[0], 0) + 1
-
-    def order(item):
-        path = item.nodeid.split("::")[0]
-        return (not path.startswith("notebooks/"), -counts[path], path)
-
-    items.sort(key=order)  # stable: a file's tests keep their order
