@@ -1,12 +1,11 @@
 """End to end through the `mtl-keras` command (its `main`, in this process: the command's own start in a fresh
 process is tested in test_keras_surface.py), on a small stratified subset of the bundled corpus."""
 
-import contextlib
-import io
 import json
 
 import pytest
 
+from helpers import train_in_process
 from mtl_keras.cli import main
 
 TASKS = ("sentiment", "intensity", "domain")
@@ -19,10 +18,7 @@ SMALL = ["--limit", "400", "--epochs", "1", "--embedding-dim", "16", "--max-leng
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("runs") / "tiny"
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert main(["train", "text", *SMALL, "--baselines", "--output", str(folder), "--quiet"]) == 0
-    return folder, printed.getvalue()
+    return folder, train_in_process("text", *SMALL, "--baselines", "--output", str(folder), "--quiet")
 
 
 def test_train_writes_a_complete_run_folder(trained_run):
