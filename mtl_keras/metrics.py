@@ -25,6 +25,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from mtl_keras import keras_compat
+
 
 def _same_rank(x1, x2, expand_rank_1: bool = True):
     """Keras' rule for matching labels to predictions (and weights to labels), decided on static ranks: a trailing
@@ -71,11 +73,11 @@ class HistogramAUC(keras.metrics.AUC):
     """
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        if not self._thresholds_distributed_evenly:
+        if not keras_compat.auc_thresholds_evenly_spaced(self):
             return super().update_state(y_true, y_pred, sample_weight)
-        if not self._built:
-            self._build(y_pred.shape)
-        if self._from_logits:
+        if not keras_compat.metric_built(self):
+            keras_compat.build_metric(self, y_pred.shape)
+        if keras_compat.auc_from_logits(self):
             y_pred = tf.sigmoid(y_pred)
         is_positive, y_pred, weights = self._positives_and_weights(y_true, y_pred, sample_weight)
         if self.label_weights is not None and not self.multi_label:
@@ -94,7 +96,7 @@ class HistogramAUC(keras.metrics.AUC):
         segment = bucket + thresholds * tf.cast(is_positive, tf.int32)  # negatives first, then positives
         shape = [2, thresholds]
         if self.multi_label:
-            labels = self._num_labels
+            labels = keras_compat.auc_num_labels(self)
             segment = segment * labels + tf.range(labels)
             shape.append(labels)
         histogram = tf.math.unsorted_segment_sum(tf.reshape(weights, [-1]), tf.reshape(segment, [-1]),
@@ -125,7 +127,7 @@ def _threshold_counts(y_true, y_pred, sample_weight, thresholds, dtype, counts):
 def _has_threshold_fast_path(metric) -> bool:
     # Keras takes its bucketed path for evenly spaced thresholds (with other rules at 0 and 1), and top_k / class_id
     # select predictions first: those keep Keras' own update.
-    return metric.top_k is None and metric.class_id is None and not metric._thresholds_distributed_evenly
+    return metric.top_k is None and metric.class_id is None and not keras_compat.auc_thresholds_evenly_spaced(metric)
 
 
 class _ThresholdCountsUpdate:
@@ -188,8 +190,8 @@ class ThresholdF1Score(keras.metrics.F1Score):
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_true = tf.convert_to_tensor(y_true, dtype=self.dtype)
         y_pred = tf.convert_to_tensor(y_pred, dtype=self.dtype)
-        if not self._built:
-            self._build(y_true.shape, y_pred.shape)
+        if not keras_compat.metric_built(self):
+            keras_compat.build_metric(self, y_true.shape, y_pred.shape)
         predicted = tf.cast(y_pred > self.threshold, self.dtype)
         if sample_weight is not None:
             weights = tf.expand_dims(tf.convert_to_tensor(sample_weight, dtype=self.dtype), 1)

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 import keras
 import tensorflow as tf
 
+from mtl_keras import keras_compat
 from mtl_keras.losses import MaskedLoss
 from mtl_keras.training.gradients import GradientMethod, gradient_cosines
 from mtl_keras.training.task_graph import last_shared_layers, shared_representation
@@ -281,12 +282,12 @@ class Balancer:
 
     # --- logs -----------------------------------------------------------------------------------------------------
     def _track_losses(self, model, total, losses, replicas, x, y, y_pred):
-        compile_loss = getattr(model, "_compile_loss", None)
+        compile_loss = keras_compat.compile_loss(model)
         if compile_loss is not None and not compile_loss.built:
             compile_loss.build(y, y_pred)  # creates the `<task>_loss` trackers, as Keras' own step would
         batch = tf.shape(tf.nest.flatten(x)[0])[0]
-        model._loss_tracker.update_state(total * replicas, sample_weight=batch)
-        trackers = {metric.name: metric for metric in getattr(model._compile_loss, "metrics", [])}
+        keras_compat.loss_tracker(model).update_state(total * replicas, sample_weight=batch)
+        trackers = {metric.name: metric for metric in getattr(compile_loss, "metrics", [])}
         for t, name in enumerate(self.task_names):
             if f"{name}_loss" in trackers:
                 trackers[f"{name}_loss"].update_state(losses[t] * replicas, sample_weight=batch)

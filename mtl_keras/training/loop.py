@@ -53,6 +53,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mtl_keras import keras_compat
 from mtl_keras.distribute import is_chief, is_multi_worker
 from mtl_keras.training.backup import ResumePoint, TrainingBackup
 from mtl_keras.training.model import EpochHooks
@@ -271,7 +272,7 @@ def _build(model, dataset) -> None:
     """Creates the model's, metrics' and optimizer's variables from the dataset's element spec (no batch is drawn, so
     the data order is untouched), under the strategy's scope: variables cannot be created inside `strategy.run`."""
     with model.distribute_strategy.scope():
-        model._symbolic_build(data_batch=dataset.element_spec)  # Keras' own build (private, stable in 3.x)
+        keras_compat.symbolic_build(model, dataset.element_spec)
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
 

@@ -46,6 +46,7 @@ from collections.abc import Mapping
 import keras
 import tensorflow as tf
 
+from mtl_keras import keras_compat
 from mtl_keras.datasets.pipeline import check_model_inputs, prepare_arrays, prepare_columns
 from mtl_keras.distribute import is_multi_worker
 from mtl_keras.tasks import Task, as_task_dict
@@ -70,10 +71,10 @@ def _tasks_for_outputs(tasks, outputs, model_name: str) -> tuple[Task, ...]:
 
 def _batch_spec(iterator):
     """The shapes and dtypes of one replica's batch, read from the dataset's element spec, or None."""
-    spec = getattr(getattr(iterator, "_distributed_dataset", None), "element_spec", None)
+    spec = keras_compat.epoch_iterator_element_spec(iterator)
     if spec is None:
         return None
-    return tf.nest.map_structure(lambda leaf: leaf._value_specs[0] if hasattr(leaf, "_value_specs") else leaf, spec)
+    return tf.nest.map_structure(keras_compat.one_replica_spec, spec)
 
 
 class EpochHooks(keras.callbacks.Callback):
@@ -159,11 +160,11 @@ class MultiTaskModel(keras.Model):
                         **kwargs)
         self._balancer = None
         for name in ("weighting", "balancing_monitor"):
-            self._forget_layer(getattr(self, name, None))
+            keras_compat.forget_layer(self, getattr(self, name, None))
         if self._tasks is not None:
             # The compile config keeps what the user asked for (the tasks rebuild the rest on loading), not the
             # built losses and metrics, which `compile_from_config` would otherwise wrap a second time.
-            self._compile_config.config.update({**given, "weighted_metrics": None})
+            keras_compat.update_compile_config(self, {**given, "weighted_metrics": None})
         if loss is None:
             self.weighting = self.gradient_method = None
             return
@@ -177,12 +178,7 @@ class MultiTaskModel(keras.Model):
         self.balancing_monitor.build_for_tasks(task_names)
         self._balancer = Balancer(self, losses, static, self.weighting, self.gradient_method,
                                   self.balancing_monitor)
-        self._compile_config.config.update(weighting=self.weighting, gradient=self.gradient_method)
-
-    def _forget_layer(self, layer):
-        # A recompiled model must not keep training (or saving) the previous weighting's variables.
-        if layer is not None and layer in self._layers:
-            self._layers.remove(layer)
+        keras_compat.update_compile_config(self, {"weighting": self.weighting, "gradient": self.gradient_method})
 
     def compile_from_config(self, config):
         config = keras.saving.deserialize_keras_object(config)
@@ -272,4 +268,4 @@ class MultiTaskModel(keras.Model):
         if data_batch is None:
             return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
         with self.distribute_strategy.scope():
-            self._symbolic_build(data_batch=data_batch)
+            keras_compat.symbolic_build(self, data_batch)

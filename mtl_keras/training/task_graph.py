@@ -24,10 +24,11 @@ from collections.abc import Mapping
 
 import keras
 
+from mtl_keras import keras_compat
+
 
 def _node(tensor):
-    operation, node_index, _ = tensor._keras_history
-    return operation._inbound_nodes[node_index]
+    return keras_compat.producing_node(tensor)
 
 
 def _task_outputs(model: keras.Model) -> dict[str, object]:

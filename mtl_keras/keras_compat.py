@@ -1,0 +1,89 @@
+"""The private Keras and TensorFlow hooks mtl_keras cannot do without yet, in one place, each with why.
+
+Any release may rename or drop a private attribute. Each hook here is read through one function, and
+`tests/test_keras_hooks.py` checks every one against the installed releases, naming the hook when it is gone.
+Two more live where Python needs them: `MultiTaskModel._maybe_symbolic_build` overrides a method (it must sit on
+the class), and `tuning.py` subclasses keras-tuner's oracles (`populate_space`, `start_order`); the test file
+checks those too, by behaviour.
+"""
+
+from __future__ import annotations
+
+import keras
+
+
+# --- the model ---------------------------------------------------------------------------------------------------
+def symbolic_build(model: keras.Model, data_batch) -> None:
+    """Keras' own build of the model's, metrics' and loss trackers' variables from a batch's specs. No public
+    method builds the compiled metrics and losses without drawing a batch from the data."""
+    model._symbolic_build(data_batch=data_batch)
+
+
+def update_compile_config(model: keras.Model, entries: dict) -> None:
+    """What a saved model is recompiled with on loading (`compile_from_config`): Keras keeps it privately."""
+    model._compile_config.config.update(entries)
+
+
+def forget_layer(model: keras.Model, layer) -> None:
+    """Stops tracking `layer`, a recompiled model's previous weighting or monitor: Keras has no public untrack."""
+    if layer is not None and layer in model._layers:
+        model._layers.remove(layer)
+
+
+def compile_loss(model: keras.Model):
+    """Keras' compiled loss (None before `compile`), whose `metrics` are the logged `<task>_loss` trackers."""
+    return getattr(model, "_compile_loss", None)
+
+
+def loss_tracker(model: keras.Model) -> keras.metrics.Metric:
+    """The tracker behind the logged total `loss`, which our train step updates as Keras' own step does."""
+    return model._loss_tracker
+
+
+# --- the data ----------------------------------------------------------------------------------------------------
+def epoch_iterator_element_spec(iterator):
+    """The element spec of the (distributed) dataset behind Keras' TF epoch iterator, or None if there is none."""
+    return getattr(getattr(iterator, "_distributed_dataset", None), "element_spec", None)
+
+
+def one_replica_spec(leaf):
+    """A distributed dataset's spec leaf (a `PerReplicaSpec` under a strategy) as one replica's `TensorSpec`."""
+    return leaf._value_specs[0] if hasattr(leaf, "_value_specs") else leaf
+
+
+# --- the functional graph ----------------------------------------------------------------------------------------
+def producing_node(tensor):
+    """The graph node that produced a symbolic tensor: Keras exposes no public walk of a functional graph."""
+    operation, node_index, _ = tensor._keras_history
+    return operation._inbound_nodes[node_index]
+
+
+# --- metrics we subclass for faster updates ----------------------------------------------------------------------
+def metric_built(metric: keras.metrics.Metric) -> bool:
+    """Whether a Keras metric that builds its variables from its first update's shapes (AUC, F1Score) has."""
+    return metric._built
+
+
+def build_metric(metric: keras.metrics.Metric, *shapes) -> None:
+    """Creates those variables from the shapes of the first update's tensors (call it once, if not built)."""
+    metric._build(*shapes)
+
+
+def auc_thresholds_evenly_spaced(metric: keras.metrics.AUC) -> bool:
+    return metric._thresholds_distributed_evenly
+
+
+def auc_from_logits(metric: keras.metrics.AUC) -> bool:
+    return metric._from_logits
+
+
+def auc_num_labels(metric: keras.metrics.AUC) -> int:
+    """The label count of a built multi-label AUC."""
+    return metric._num_labels
+
+
+__all__ = [
+    "auc_from_logits", "auc_num_labels", "auc_thresholds_evenly_spaced", "build_metric", "compile_loss",
+    "epoch_iterator_element_spec", "forget_layer", "loss_tracker", "metric_built", "one_replica_spec", "producing_node",
+    "symbolic_build", "update_compile_config",
+]
