@@ -3,8 +3,9 @@
 Any release may rename or drop a private attribute. Each hook here is read through one function, and
 `tests/test_keras_hooks.py` checks every one against the installed releases, naming the hook when it is gone.
 Two more live where Python needs them: `MultiTaskModel._maybe_symbolic_build` overrides a method (it must sit on
-the class), and `tuning.py` subclasses keras-tuner's oracles (`populate_space`, `start_order`); the test file
-checks those too, by behaviour.
+the class; the test file checks by behaviour that `fit` still calls it), and `tuning.py` subclasses keras-tuner's
+oracles (`populate_space`, `start_order`: the test file checks that they exist, `tests/test_tuning.py` that the
+reference trial still comes first).
 """
 
 from __future__ import annotations
@@ -69,11 +70,14 @@ def build_metric(metric: keras.metrics.Metric, *shapes) -> None:
     metric._build(*shapes)
 
 
-def auc_thresholds_evenly_spaced(metric: keras.metrics.AUC) -> bool:
+def thresholds_evenly_spaced(metric: keras.metrics.Metric) -> bool:
+    """Whether an AUC, Precision or Recall takes Keras' bucketed update (evenly spaced thresholds), which our faster
+    updates replace; Keras decides it in the constructor and keeps it privately."""
     return metric._thresholds_distributed_evenly
 
 
 def auc_from_logits(metric: keras.metrics.AUC) -> bool:
+    """The constructor's `from_logits`, which Keras' AUC keeps privately."""
     return metric._from_logits
 
 
@@ -83,7 +87,7 @@ def auc_num_labels(metric: keras.metrics.AUC) -> int:
 
 
 __all__ = [
-    "auc_from_logits", "auc_num_labels", "auc_thresholds_evenly_spaced", "build_metric", "compile_loss",
+    "auc_from_logits", "auc_num_labels", "build_metric", "compile_loss",
     "epoch_iterator_element_spec", "forget_layer", "loss_tracker", "metric_built", "one_replica_spec", "producing_node",
-    "symbolic_build", "update_compile_config",
+    "symbolic_build", "thresholds_evenly_spaced", "update_compile_config",
 ]

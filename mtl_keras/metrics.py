@@ -73,7 +73,7 @@ class HistogramAUC(keras.metrics.AUC):
     """
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        if not keras_compat.auc_thresholds_evenly_spaced(self):
+        if not keras_compat.thresholds_evenly_spaced(self):
             return super().update_state(y_true, y_pred, sample_weight)
         if not keras_compat.metric_built(self):
             keras_compat.build_metric(self, y_pred.shape)
@@ -127,7 +127,7 @@ def _threshold_counts(y_true, y_pred, sample_weight, thresholds, dtype, counts):
 def _has_threshold_fast_path(metric) -> bool:
     # Keras takes its bucketed path for evenly spaced thresholds (with other rules at 0 and 1), and top_k / class_id
     # select predictions first: those keep Keras' own update.
-    return metric.top_k is None and metric.class_id is None and not keras_compat.auc_thresholds_evenly_spaced(metric)
+    return metric.top_k is None and metric.class_id is None and not keras_compat.thresholds_evenly_spaced(metric)
 
 
 class _ThresholdCountsUpdate:

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 import mtl_keras.training.model as model_module
 from mtl_keras import MultiTaskModel, Task, attach_shared_heads, compile_multitask, keras_compat
-from mtl_keras.metrics import HistogramAUC, ThresholdF1Score
+from mtl_keras.metrics import HistogramAUC, ThresholdF1Score, ThresholdPrecision, ThresholdRecall
 
 TASKS = [Task("a", "binary"), Task("b", "regression")]
 
@@ -101,8 +101,16 @@ def test_the_metrics_we_subclass_keep_the_state_our_fast_updates_read(metric, be
     for attribute in after_build:
         assert_has(metric, attribute, used_by)
     if isinstance(metric, keras.metrics.AUC):
-        assert keras_compat.auc_num_labels(metric) == 2 and keras_compat.auc_thresholds_evenly_spaced(metric)
+        assert keras_compat.auc_num_labels(metric) == 2 and keras_compat.thresholds_evenly_spaced(metric)
         assert keras_compat.auc_from_logits(metric) is False
+
+
+def test_precision_and_recall_say_whether_keras_takes_its_bucketed_update():
+    """metrics.py keeps Keras' own update where Keras buckets (evenly spaced thresholds) and replaces it elsewhere."""
+    for metric in (ThresholdPrecision(thresholds=0.5), ThresholdRecall(thresholds=[0.0, 0.5, 1.0])):
+        assert_has(metric, "_thresholds_distributed_evenly", f"mtl_keras/metrics.py ({type(metric).__name__})")
+    assert not keras_compat.thresholds_evenly_spaced(ThresholdPrecision(thresholds=0.5))
+    assert keras_compat.thresholds_evenly_spaced(ThresholdRecall(thresholds=[0.0, 0.5, 1.0]))
 
 
 def test_keras_tuner_oracles_keep_the_hooks_of_the_reference_first_trial():
