@@ -1,16 +1,14 @@
-"""SavedModel export with a serving signature for raw inputs, and crash-safe writing of run folders."""
+"""SavedModel export with a serving signature for raw inputs."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
+from mtl_keras.atomic_write import atomic_directory
 from mtl_keras.tasks import as_task_dict
 
 TEXT_SIGNATURE = [tf.TensorSpec([None], tf.string, name="text")]
@@ -47,7 +45,8 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, input_signat
     kind exports (`KINDS[kind].export_extras`): a segmentation task returns its argmax mask as `<task>_mask` (int32,
     `(batch, H, W)`), beside its per-class probabilities. A model compiled with a loss weighting also gets a
     `task_weights` endpoint (no inputs; each task's current weight, e.g. uncertainty weighting's 0.5 exp(-s_t)), and
-    its state variables travel in the SavedModel.
+    its state variables travel in the SavedModel. The folder is written whole or not at all (`atomic_directory`):
+    an export interrupted midway leaves `path` as it was.
 
     Inputs are checked inside the graph: an input of another shape than its spec (any batch size; e.g. a 32x32 image
     for a 64x64 model) fails with an error naming the input and the shape expected (`serving_default`, as TF Serving
@@ -66,6 +65,9 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, input_signat
     In a shell, `saved_model_cli show --dir RUN/saved_model --all` lists the signature.
     """
     path = Path(path)
+    if path.is_dir() and any(path.iterdir()) and not (path / "saved_model.pb").is_file():
+        raise FileExistsError(f"{path} is a folder with other files in it, not a SavedModel: an export replaces its "
+                              f"folder whole, so it does not write into this one; choose a new path.")
     signature = input_signature or serving_signature(model)
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -97,7 +99,9 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, input_signat
             return {name: weights[i] for i, name in enumerate(weighting.task_names)}
 
         archive.add_endpoint("task_weights", task_weights, input_signature=[])
-    archive.write_out(str(path), verbose=False)
+    # Written beside `path` and moved into place once whole: a kill mid-write leaves any earlier export as it was.
+    with atomic_directory(path, overwrite=True) as staging:
+        archive.write_out(str(staging), verbose=False)
     return path
 
 
@@ -135,73 +139,3 @@ def load_saved_model(path: str | os.PathLike):
     Keep the returned object alive while using `.serve`: its variables belong to it.
     """
     return tf.saved_model.load(str(path))
-
-
-@contextlib.contextmanager
-def atomic_directory(final: str | os.PathLike, overwrite: bool = False):
-    """Yields a temporary folder beside `final`, moved into place only if the block succeeds.
-
-    A failure (an exception, a diverged run) leaves any existing `final` untouched and removes the partial folder.
-    With `overwrite`, an existing `final` is replaced only once the new one is complete. What a killed writer of
-    `final` left beside it is cleaned up first (`remove_stale_staging`). The folder gets the permissions of a plain
-    `mkdir` under the user's umask (not `tempfile`'s owner-only 0700), so that others can read a run where the umask
-    lets them (a serving container, say).
-    """
-    final = Path(final)
-    if final.parent.is_dir():
-        remove_stale_staging(final)
-    if final.exists() and not overwrite:
-        raise FileExistsError(f"{final} already exists; choose another output folder or pass overwrite=True.")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-{os.getpid()}-", dir=final.parent))
-    os.chmod(staging, 0o777 & ~_umask())
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if final.exists():
-        retired = final.with_name(f".{final.name}.old-{os.getpid()}")
-        final.rename(retired)
-        staging.rename(final)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        staging.rename(final)
-
-
-def remove_stale_staging(final: str | os.PathLike) -> list[Path]:
-    """Removes the staging folders (`.NAME.partial-PID-*`) that writers of `final` killed mid-write left beside it,
-    those of processes still running excepted; an earlier `final` that such a writer had moved aside
-    (`.NAME.old-PID`, killed between its two renames) is put back if `final` is missing, else removed. Returns what
-    was removed."""
-    final = Path(final)
-    removed = []
-    for leftover in sorted(final.parent.iterdir()):
-        for marker in (f".{final.name}.partial-", f".{final.name}.old-"):
-            if not leftover.name.startswith(marker) or _is_running(leftover.name[len(marker):].split("-")[0]):
-                continue
-            if marker.endswith(".old-") and not final.exists():
-                leftover.rename(final)
-                continue
-            shutil.rmtree(leftover, ignore_errors=True)
-            removed.append(leftover)
-    return removed
-
-
-def _is_running(pid: str) -> bool:
-    """Whether the process `pid` (text from a folder name; a name without one is an older writer's) still runs."""
-    if not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def _umask() -> int:
-    mask = os.umask(0o077)  # reading the umask means setting it; put straight back
-    os.umask(mask)
-    return mask

@@ -53,7 +53,6 @@ import dataclasses
 import json
 import math
 import numbers
-import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -62,6 +61,7 @@ import keras
 import keras_tuner
 import numpy as np
 
+from mtl_keras.atomic_write import atomic_file
 from mtl_keras.datasets.splits import Splits
 from mtl_keras.jobs.base import Job, check_splits_not_empty
 from mtl_keras.seeds import set_global_seed
@@ -162,9 +162,8 @@ class WeightSearch:
         """Writes `to_json()` (and `extra` entries) to `path` atomically: a temporary name, then a rename."""
         path = Path(path)
         payload = {**self.to_json(), **(extra or {})}
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as file:
+        with atomic_file(path, "w") as file:
             file.write(json.dumps(payload, indent=2) + "\n")
-        os.replace(file.name, path)
         return path
 
 

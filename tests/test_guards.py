@@ -1,9 +1,12 @@
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from mtl_keras import NonFiniteLossError, StopOnNonFiniteLoss, Task, compile_multitask, make_dataset
-from mtl_keras.export import atomic_directory
+from mtl_keras.atomic_write import atomic_directory, atomic_file
 
 
 def test_nan_loss_stops_training_with_a_message_naming_the_task():
@@ -46,6 +49,51 @@ def test_successful_write_replaces_only_when_asked(tmp_path):
         (staging / "b").write_text("2")
     assert sorted(p.name for p in final.iterdir()) == ["b"]
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_atomic_file_replaces_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_file(path, "w") as file:
+            file.write("new, half")
+            raise RuntimeError("killed")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["results.json"]
+    with atomic_file(path, "w") as file:
+        file.write("new")
+        assert path.read_text() == "old"  # a reader sees the old file until the block ends
+    assert path.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["results.json"]
+    with pytest.raises(ValueError, match="mode 'w' or 'wb'"):
+        with atomic_file(path, "a"):
+            pass
+
+
+def test_an_interrupted_export_leaves_the_earlier_saved_model(tmp_path, monkeypatch):
+    from mtl_keras import build_vision_model
+    from mtl_keras.export import export_saved_model
+
+    model = build_vision_model([Task("kind", "binary")], image_shape=(8, 8, 1), filters=(4,))
+    path = export_saved_model(model, tmp_path / "saved")
+    before = sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+    def killed(obj, export_dir, *args, **kwargs):  # a kill (Ctrl-C) halfway through TensorFlow's writing
+        Path(export_dir, "saved_model.pb").write_text("half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tf.saved_model, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        export_saved_model(model, path)
+    assert sorted(str(p.relative_to(path)) for p in path.rglob("*")) == before
+    assert (path / "saved_model.pb").read_bytes() != b"half"
+    assert [p.name for p in tmp_path.iterdir()] == ["saved"]
+    monkeypatch.undo()
+    export_saved_model(model, path)  # an earlier SavedModel is replaced
+    assert sorted(str(p.relative_to(path)) for p in path.rglob("*")) == before
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="not a SavedModel"):
+        export_saved_model(model, tmp_path / "mine")
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
 
 
 def test_mean_relative_validation_loss_by_hand():

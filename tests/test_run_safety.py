@@ -14,10 +14,10 @@ import pytest
 import tensorflow as tf
 
 from mtl_keras import NonFiniteLossError, Task
+from mtl_keras.atomic_write import atomic_directory
 from mtl_keras.cli import main
 from mtl_keras.datasets.pipeline import make_dataset
 from mtl_keras.datasets.splits import Split, Splits
-from mtl_keras.export import atomic_directory
 from mtl_keras.jobs.base import Job, JobConfig
 from mtl_keras.training.backup import BackupSettingsError
 from mtl_keras.training.model import MultiTaskModel

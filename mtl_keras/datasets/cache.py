@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
 import warnings
 import zipfile
@@ -40,10 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mtl_keras.atomic_write import TEMPORARY_SUFFIX, atomic_file
+
 CACHE_ENV = "MTL_KERAS_CACHE"
 # The key is stored in the file too, under a name no caller's array can take (callers' names have no leading dot).
 KEY_ARRAY = ".key"
-TEMPORARY_SUFFIX = ".tmp"
 # A temporary file this old was left by a killed writer (a write takes about a second); younger ones may belong to a
 # writer still at work in another process, so they are left alone.
 STALE_TEMPORARY_SECONDS = 3600
@@ -125,20 +125,12 @@ def _read(path: Path, key: str, check: Callable[[dict[str, np.ndarray]], None] |
 
 def _write(path: Path, arrays: dict[str, np.ndarray]) -> bool:
     """Writes `arrays` to `path` atomically; False (with one warning per folder) if the folder is not writable."""
-    temporary = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX,
-                                         delete=False) as handle:
-            temporary = Path(handle.name)
+        with atomic_file(path) as handle:  # a concurrent reader sees no cache file or a whole one
             np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())  # the data on disk before the rename, so a crash cannot leave a short file
-        os.replace(temporary, path)
         return True
     except OSError as error:
-        if temporary is not None:
-            temporary.unlink(missing_ok=True)
         if path.parent not in _folders_warned_unwritable:
             _folders_warned_unwritable.add(path.parent)
             warnings.warn(f"Cannot write the cache folder {path.parent} ({type(error).__name__}: {error}); data "

@@ -34,10 +34,11 @@ import numpy as np
 import tensorflow as tf
 
 from mtl_keras import __version__
+from mtl_keras.atomic_write import atomic_directory
 from mtl_keras.datasets.splits import Split, Splits
 from mtl_keras.distribute import get_strategy, is_chief, is_multi_worker
 from mtl_keras.evaluation import compute_metrics, delta_m, task_deltas
-from mtl_keras.export import atomic_directory, export_saved_model
+from mtl_keras.export import export_saved_model
 from mtl_keras.seeds import DEFAULT_SEED, set_global_seed
 from mtl_keras.sharing import check_sharing_options
 from mtl_keras.tasks import Task, as_task_dict

@@ -45,7 +45,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +52,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mtl_keras.atomic_write import atomic_directory, atomic_file, flush_to_disk, sync_directory
 from mtl_keras.distribute import is_chief, is_multi_worker
 
 FORMAT = 2
@@ -208,24 +208,16 @@ class TrainingBackup:
     def _write(self, state: dict, arrays: dict[str, np.ndarray]) -> Path:
         number = self._next_number()
         name = f"backup-{number:06d}"
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=self.directory))
-        try:
+        with atomic_directory(self.directory / name) as staging:
             with open(staging / "arrays.npz", "wb") as file:
                 np.savez(file, **arrays)
-                _flush(file)
+                flush_to_disk(file)
             with open(staging / "state.json", "w") as file:  # written last: a folder with it is complete
                 json.dump(state, file)
-                _flush(file)
-            staging.rename(self.directory / name)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        pointer = self.directory / f".latest.{os.getpid()}"
-        with open(pointer, "w") as file:
-            file.write(name + "\n")
-            _flush(file)
-        os.replace(pointer, self.directory / "latest")  # the moment the new backup becomes the one to resume from
-        _sync_directory(self.directory)
+                flush_to_disk(file)
+        with atomic_file(self.directory / "latest", "w") as file:
+            file.write(name + "\n")  # the rename is the moment the new backup becomes the one to resume from
+        sync_directory(self.directory)
         self._prune(keep={name})
         return self.directory / name
 
@@ -369,17 +361,3 @@ def _jsonable(value):
     return value
 
 
-def _flush(file) -> None:
-    file.flush()
-    os.fsync(file.fileno())
-
-
-def _sync_directory(directory: Path) -> None:
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:  # not every platform opens directories
-        return
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
