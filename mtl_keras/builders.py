@@ -274,13 +274,13 @@ def build_vision_model(
     image_shape = check_image_shape(image_shape, filters)
     inputs = keras.Input(shape=image_shape, dtype="uint8", name="image")
     images = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-    # Image-level heads also read the per-pixel features when a segmentation task trains them.
+    # Image-level heads also read the per-pixel features when a task with a label per pixel trains them.
     features = vision_trunk(images, backbone, filters, location_channels, normalization,
-                            pool_pixels=any(task.kind == "segmentation" for task in tasks))
+                            pool_pixels=any(task.spec.pixel_labels for task in tasks))
     pooled = keras.layers.Dropout(dropout, name="pooled_dropout")(features.pooled)
     outputs = {}
     for task in tasks:
-        if task.kind == "segmentation":
+        if task.spec.pixel_labels:
             outputs[task.name] = TaskHead.for_task(task)(features.pixels)
         else:
             outputs[task.name] = TaskHead.for_task(task, hidden_units=head_hidden_units, dropout=dropout)(pooled)

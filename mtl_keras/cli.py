@@ -51,11 +51,10 @@ def _strategy(text: str) -> str:
     return text
 
 
-SHARING_CHOICES = ["hard", "soft", "cross_stitch", "mmoe", "ple", "mtan", "cascade"]
-
-
 def _add_sharing_options(parser: argparse.ArgumentParser, default: str) -> None:
-    parser.add_argument("--sharing", choices=SHARING_CHOICES, default=None,
+    from mtl_keras.sharing import SHARING_NAMES
+
+    parser.add_argument("--sharing", choices=SHARING_NAMES, default=None,
                         help=f"how the tasks share (default: {default}); single-task baselines use plain networks")
     parser.add_argument("--sharing-option", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                         help="an argument of the sharing layer (repeatable), e.g. --sharing-option num_experts=8 "
@@ -104,6 +103,11 @@ def _add_training_options(parser: argparse.ArgumentParser, data_help: str, examp
 
 
 def _parser() -> argparse.ArgumentParser:
+    # The choices come from the registries, so that a new encoder, backbone or dataset is offered at once.
+    from mtl_keras.encoders.text import TEXT_ENCODERS
+    from mtl_keras.encoders.vision import BACKBONES
+    from mtl_keras.jobs.vision import PRESETS as VISION_PRESETS
+
     parser = argparse.ArgumentParser(
         prog="mtl-keras",
         description="Multi-task learning with Keras: train a job, evaluate or query a run folder.",
@@ -125,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
                     "is 0), intensity (regression on the rating, -4..4) and domain (4 classes), on the bundled "
                     "VADER corpus (23,703 texts; stratified 80/10/10 split by --seed).",
     )
-    text.add_argument("--encoder", choices=["cnn", "bilstm", "transformer"], default="cnn", help="shared encoder")
+    text.add_argument("--encoder", choices=list(TEXT_ENCODERS), default="cnn", help="shared encoder")
     text.add_argument("--max-length", type=int, default=None, help="tokens kept per text")
     text.add_argument("--embedding-dim", type=int, default=None)
     text.add_argument("--no-lexicon", dest="lexicon", action="store_false", default=None,
@@ -152,8 +156,8 @@ def _parser() -> argparse.ArgumentParser:
                     "overlapping items per 28x28 image, tasks left and right (10 classes each). Items never cross "
                     "splits: test images use Fashion-MNIST test items.",
     )
-    vision.add_argument("--dataset", choices=["scenes", "multifashion"], default=None, help="default: scenes")
-    vision.add_argument("--backbone", choices=["unet", "cnn"], default=None,
+    vision.add_argument("--dataset", choices=list(VISION_PRESETS), default=None, help="default: scenes")
+    vision.add_argument("--backbone", choices=BACKBONES, default=None,
                         help="shared trunk (default: unet for scenes, cnn for multifashion)")
     vision.add_argument("--filters", type=_int_tuple, default=None, metavar="W,W,...",
                         help="widths of the encoder stages, e.g. 16,32,64,128")
@@ -435,141 +439,25 @@ def _evaluate(args) -> int:
 
 def _predict(args) -> int:
     from mtl_keras.jobs.base import load_run_saved_model, read_run
+    from mtl_keras.serving_io import describe_outputs, serving_inputs
     from mtl_keras.tasks import Task
 
     record = read_run(args.run)
-    tasks = {t["name"]: Task.from_config(t) for t in record["tasks"]}
+    tasks = [Task.from_config(t) for t in record["tasks"]]
     saved = load_run_saved_model(args.run, allow_unsafe_ops=args.allow_unsafe_ops)
     # `serve` takes what the model takes: one tensor, or a dict of columns under the user's own names.
     served = saved.serve.concrete_functions[0].structured_input_signature[0][0]
     specs = served if isinstance(served, dict) else {served.name: served}
     outputs = {name: value.numpy() for name, value in saved.serve(serving_inputs(args.inputs, specs)).items()}
-    written = {}
-    for name, task in tasks.items():
-        if task.kind == "segmentation":
-            for index, given in enumerate(args.inputs):
-                written[index, name] = write_mask_png(outputs[f"{name}_mask"][index], given, name, args.mask_dir)
+    descriptions = describe_outputs(tasks, outputs, args.inputs, args.mask_dir)  # writes the mask PNGs
     if args.json:
         print(json.dumps({name: value.tolist() for name, value in outputs.items()}))
         return 0
-    for index, given in enumerate(args.inputs):
+    for given, described in zip(args.inputs, descriptions, strict=True):
         print(given)
-        for name, task in tasks.items():
-            if task.kind == "segmentation":
-                description = describe_mask(task, outputs[f"{name}_mask"][index], written[index, name])
-            else:
-                description = describe_prediction(task, np.asarray(outputs[name][index]))
+        for name, description in described.items():
             print(f"  {name:<12} {description}")
     return 0
-
-
-def serving_inputs(given: list[str], specs: dict):
-    """Command-line inputs as the SavedModel takes them: texts for a model of one string input, else one JSON object
-    of raw column values per example (e.g. '{"age": 40, "education": "Masters degree(MA MS MEng MEd MSW MBA)"}'),
-    each column under its own name (`specs`' keys) or its input name (the spec's name: `serving_default`'s)."""
-    import tensorflow as tf
-
-    from mtl_keras.datasets.features import category_value
-    from mtl_keras.datasets.pipeline import InputError
-
-    if len(specs) == 1 and next(iter(specs.values())).dtype == tf.string:
-        return tf.constant(given, dtype=tf.string)
-    if len(specs) == 1 and next(iter(specs.values())).shape.rank == 4:
-        return read_images(given, next(iter(specs.values())))
-    rows = []
-    for index, text in enumerate(given, start=1):
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise InputError(f"input {index}: expected a JSON object of column values ({error}).") from None
-        if not isinstance(row, dict):
-            raise InputError(f"input {index}: expected a JSON object of column values, got {text!r}.")
-        row = {name: row[name] if name in row else row[spec.name] for name, spec in specs.items()
-               if name in row or spec.name in row}
-        missing = sorted(set(specs) - set(row))
-        if missing:
-            raise InputError(f"input {index}: no value for column(s) {missing}; the model takes {len(specs)} columns "
-                             f"(`saved_model_cli show --dir RUN/saved_model --all` lists them).")
-        rows.append(row)
-    columns = {}
-    for name, spec in specs.items():
-        values = [row[name] for row in rows]
-        try:
-            # Categories as training saw them: 10001.0 is the category "10001", null the missing category.
-            columns[name] = tf.constant([category_value(v) for v in values] if spec.dtype == tf.string else values,
-                                        dtype=spec.dtype)
-        except (TypeError, ValueError):
-            raise InputError(f"column {name!r} takes {spec.dtype.name} values, got {values!r}.") from None
-    return columns
-
-
-def read_images(paths: list[str], spec):
-    """Image files as one uint8 batch of the SavedModel's shape; InputError for a file that is missing, not an
-    image, or of another size."""
-    import tensorflow as tf
-
-    from mtl_keras.datasets.pipeline import InputError
-
-    height, width, channels = spec.shape[1:]
-    images = []
-    for path in paths:
-        if not Path(path).is_file():
-            raise InputError(f"{path}: no such image file.")
-        try:
-            image = tf.io.decode_image(Path(path).read_bytes(), channels=channels, expand_animations=False)
-        except (tf.errors.InvalidArgumentError, ValueError):
-            raise InputError(f"{path}: not an image TensorFlow can decode (PNG, JPEG, GIF, BMP).") from None
-        if tuple(image.shape[:2]) != (height, width):
-            raise InputError(f"{path}: the image is {image.shape[0]}x{image.shape[1]} (height x width); the model "
-                             f"takes {height}x{width}.")
-        images.append(image)
-    return tf.stack(images)
-
-
-# Colours of the mask PNG, by class id (0 = background, black); cycles if there are more classes.
-MASK_PALETTE = np.array([
-    [0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
-    [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128], [220, 190, 255],
-], dtype=np.uint8)
-
-
-def write_mask_png(mask, image_path: str, task_name: str, folder: Path | None = None) -> Path:
-    """Writes a class-id mask as a colour PNG (`MASK_PALETTE`) named `IMAGE.TASK.png`; returns its path."""
-    import tensorflow as tf
-
-    source = Path(image_path)
-    target = (folder or source.parent) / f"{source.stem}.{task_name}.png"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    colours = MASK_PALETTE[np.asarray(mask) % len(MASK_PALETTE)]
-    target.write_bytes(tf.io.encode_png(colours).numpy())
-    return target
-
-
-def describe_mask(task, mask, written: Path) -> str:
-    """The classes a predicted mask holds, by share of pixels, and where it was written."""
-    ids, counts = np.unique(np.asarray(mask), return_counts=True)
-    names = task.class_names
-    parts = [f"{names[i] if names else i} {c / mask.size:.0%}" for i, c in sorted(zip(ids, counts, strict=True),
-                                                                             key=lambda pair: -pair[1])]
-    return f"mask -> {written} ({', '.join(parts)})"
-
-
-def describe_prediction(task, output) -> str:
-    """One task's prediction for one example, in words."""
-    names = task.class_names
-    if task.kind == "binary":
-        probability = float(output.reshape(-1)[0])
-        label = int(probability >= 0.5)
-        return f"{names[label] if names else label} (p(positive class)={probability:.3f})"
-    if task.kind == "multiclass":
-        best = int(np.argmax(output))
-        return f"{names[best] if names else best} (p={float(output[best]):.3f})"
-    if task.kind == "multilabel":
-        chosen = [names[i] if names else str(i) for i in np.flatnonzero(output >= 0.5)]
-        return ", ".join(chosen) or "(none)"
-    if task.kind == "regression":
-        return ", ".join(f"{float(v):.3f}" for v in output.reshape(-1))
-    return f"mask of shape {output.shape[:-1]}"
 
 
 def main(argv: list[str] | None = None) -> int:

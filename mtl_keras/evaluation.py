@@ -23,7 +23,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from mtl_keras.labels import prepare_labels
-from mtl_keras.metrics import SegmentationIoU
 from mtl_keras.tasks import Task, as_task_dict
 
 
@@ -51,11 +50,9 @@ def compute_metrics(
             metric.update_state(labels[name], np.asarray(predictions[name]), sample_weight=weights[name])
             values[metric.name] = float(np.asarray(metric.result()))
         values["labelled"] = int(weights[name].sum())
-        if task.kind == "segmentation":
-            iou = SegmentationIoU(task.num_classes)
-            iou.update_state(labels[name], np.asarray(predictions[name]), sample_weight=weights[name])
-            names = task.class_names or [str(c) for c in range(task.num_classes)]
-            values["iou_per_class"] = {names[c]: float(v) for c, v in enumerate(np.asarray(iou.per_class()))}
+        if task.spec.evaluation_extras is not None:  # e.g. segmentation's IoU per class
+            values.update(task.spec.evaluation_extras(task, labels[name], np.asarray(predictions[name]),
+                                                      weights[name]))
         results[name] = values
     return results
 

@@ -69,7 +69,7 @@ class TaskHead(keras.layers.Layer):
     def for_task(cls, task: Task, **kwargs) -> TaskHead:
         """The head a task's kind calls for, named after the task."""
         kwargs.setdefault("name", task.name)
-        kwargs.setdefault("spatial", task.kind == "segmentation")
+        kwargs.setdefault("spatial", task.spec.pixel_labels)
         return cls(task.output_units, task.activation, **kwargs)
 
     def build(self, input_shape):

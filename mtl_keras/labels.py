@@ -36,34 +36,22 @@ def check_task_names(tasks: Mapping[str, Task], names, what: str) -> None:
         raise LabelError(f"{what} name unknown task(s) {unknown}; the tasks are {sorted(tasks)}.")
 
 
-def _expected_shape(task: Task, values: np.ndarray) -> tuple[int, ...] | None:
-    """The shape a task's labels must have (None where any trailing shape is accepted)."""
-    n = values.shape[0]
-    if task.kind in ("binary", "multiclass"):
-        return (n, 1)
-    if task.kind == "multilabel":
-        return (n, task.num_classes)
-    if task.kind == "regression":
-        return (n, task.output_units)
-    return None
-
-
 def _standardize_shape(task: Task, values: np.ndarray) -> np.ndarray:
-    if values.ndim == 1 and task.kind in ("binary", "multiclass", "regression"):
-        values = values[:, None]
-    if task.kind == "segmentation":
+    if task.spec.pixel_labels:
         if values.ndim == 4 and values.shape[-1] == 1:
             values = values[..., 0]
         if values.ndim != 3:
             raise LabelError(
-                f"Task {task.name!r} (segmentation) expects labels of shape (examples, height, width) with "
+                f"Task {task.name!r} ({task.kind}) expects labels of shape (examples, height, width) with "
                 f"{task.spec.label_description}; got shape {values.shape}."
             )
         return values
-    expected = _expected_shape(task, values)
-    if values.shape != expected:
+    per_example = task.spec.label_shape(task)
+    if values.ndim == 1 and per_example == (1,):
+        values = values[:, None]
+    if values.shape[1:] != per_example:
         raise LabelError(
-            f"Task {task.name!r} ({task.kind}) expects labels of shape {expected[1:]} per example "
+            f"Task {task.name!r} ({task.kind}) expects labels of shape {per_example} per example "
             f"({task.spec.label_description}); got an array of shape {values.shape}."
         )
     return values
@@ -72,7 +60,7 @@ def _standardize_shape(task: Task, values: np.ndarray) -> np.ndarray:
 def _present_mask(task: Task, values: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     n = values.shape[0]
     present = np.ones(n, dtype=bool)
-    if task.kind != "regression":
+    if not task.spec.continuous_labels:  # -1 marks a missing label
         per_example = values.reshape(n, -1)
         missing = np.all(per_example == MISSING, axis=1)
         partly = np.any(per_example == MISSING, axis=1) & ~missing
@@ -96,12 +84,12 @@ def _check_values(task: Task, values: np.ndarray, present: np.ndarray) -> None:
         raise LabelError(f"Task {task.name!r} expects numeric labels ({task.spec.label_description}); "
                          f"got dtype {values.dtype}.")
     labelled = values[present]
-    if task.kind == "regression":
+    if task.spec.continuous_labels:
         bad = ~np.isfinite(labelled.reshape(len(labelled), -1)).all(axis=1)
         if np.any(bad):
             index = int(np.flatnonzero(present)[np.argmax(bad)])
             raise LabelError(
-                f"Task {task.name!r}: regression target of example {index} is not finite ({values[index]}); "
+                f"Task {task.name!r}: {task.kind} target of example {index} is not finite ({values[index]}); "
                 f"mark missing targets with a mask (masks={{{task.name!r}: labelled}}) instead of NaN."
             )
         return
@@ -126,8 +114,7 @@ def prepare_task_labels(task: Task, labels, mask=None) -> tuple[np.ndarray, np.n
     values = _standardize_shape(task, values)
     present = _present_mask(task, values, mask)
     _check_values(task, values, present)
-    dtype = "int32" if task.kind in ("multiclass", "segmentation") else "float32"
-    filled = np.where(present.reshape((-1,) + (1,) * (values.ndim - 1)), values, 0).astype(dtype)
+    filled = np.where(present.reshape((-1,) + (1,) * (values.ndim - 1)), values, 0).astype(task.spec.label_dtype)
     return filled, present.astype("float32")
 
 

@@ -1,8 +1,9 @@
 """What a task is: its name, its kind, and everything the kind decides.
 
-One table, `KINDS`, says for each kind the head's activation, the default loss, the default metrics and the shape of
-its labels; one table, `HIGHER_IS_BETTER`, says each metric's direction (which makes the multi-task gain Δm
-computable). Nothing else in the library branches on a task's kind.
+One table, `KINDS`, says for each kind the head's activation, the default loss, the default metrics, the shape of
+its labels, what a SavedModel adds and how a prediction reads in words; one table, `HIGHER_IS_BETTER`, says each
+metric's direction (which makes the multi-task gain Δm computable). Nothing else in the library branches on a
+task's kind.
 
 Example:
 
@@ -21,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
+import numpy as np
 
 from mtl_keras import losses as mtl_losses
 from mtl_keras import metrics as mtl_metrics
@@ -39,12 +41,57 @@ class KindSpec:
     label_description: str
     extra_metrics: dict[str, MetricFactory] = dataclasses.field(default_factory=dict)  # on request only
     pixel_labels: bool = False  # one label per pixel: a label map of the image's height and width
+    # One example's label shape (for labels not per pixel): a 1-D array of labels is read as one per example.
+    label_shape: Callable[[Task], tuple[int, ...]] = lambda task: (1,)
+    # Real-valued targets: any finite value, missing only through a mask (never by the value -1).
+    continuous_labels: bool = False
+    label_dtype: str = "float32"  # what the model's loss reads (class indices for sparse categorical losses: int32)
+    # Test metrics beyond the Keras metrics, from the labels, predictions and sample weights (NumPy arrays).
+    evaluation_extras: Callable[[Task, np.ndarray, np.ndarray, np.ndarray], dict] | None = None
     # Outputs a SavedModel adds beside the task's own, as `<task>_<suffix>`: suffix -> function of the output.
     export_extras: dict[str, Callable[[Any], Any]] = dataclasses.field(default_factory=dict)
+    # One example's output (a NumPy array) in words, for `mtl-keras predict`.
+    describe: Callable[[Task, np.ndarray], str] = lambda task, output: str(output)
 
     @property
     def all_metrics(self) -> dict[str, MetricFactory]:
         return {**self.metrics, **self.extra_metrics}
+
+
+def _class_name(task: Task, index: int) -> str:
+    return str(task.class_names[index]) if task.class_names else str(index)
+
+
+def _describe_binary(task: Task, output: np.ndarray) -> str:
+    probability = float(output.reshape(-1)[0])
+    return f"{_class_name(task, int(probability >= 0.5))} (p(positive class)={probability:.3f})"
+
+
+def _describe_multiclass(task: Task, output: np.ndarray) -> str:
+    best = int(np.argmax(output))
+    return f"{_class_name(task, best)} (p={float(output[best]):.3f})"
+
+
+def _describe_multilabel(task: Task, output: np.ndarray) -> str:
+    return ", ".join(_class_name(task, int(i)) for i in np.flatnonzero(output >= 0.5)) or "(none)"
+
+
+def _describe_regression(task: Task, output: np.ndarray) -> str:
+    return ", ".join(f"{float(v):.3f}" for v in output.reshape(-1))
+
+
+def _describe_segmentation(task: Task, output: np.ndarray) -> str:
+    """The classes of the predicted mask (per-pixel probabilities, (H, W, classes)), by share of pixels."""
+    ids, counts = np.unique(np.argmax(output, axis=-1), return_counts=True)
+    shares = sorted(zip(ids, counts, strict=True), key=lambda pair: -pair[1])
+    return ", ".join(f"{_class_name(task, int(i))} {c / counts.sum():.0%}" for i, c in shares)
+
+
+def _iou_per_class(task: Task, labels: np.ndarray, predictions: np.ndarray, weights: np.ndarray) -> dict:
+    iou = mtl_metrics.SegmentationIoU(task.num_classes)
+    iou.update_state(labels, predictions, sample_weight=weights)
+    names = task.class_names or [str(c) for c in range(task.num_classes)]
+    return {"iou_per_class": {names[c]: float(v) for c, v in enumerate(np.asarray(iou.per_class()))}}
 
 
 # Keras' AUC integrates over evenly spaced thresholds. Its default 200 lumps together the many confident negatives of
@@ -72,6 +119,7 @@ KINDS: dict[str, KindSpec] = {
         },
         sparse_labels=True,
         label_description="0 or 1 per example (-1 = missing)",
+        describe=_describe_binary,
     ),
     "multiclass": KindSpec(
         activation="softmax",
@@ -85,6 +133,8 @@ KINDS: dict[str, KindSpec] = {
         },
         sparse_labels=True,
         label_description="a class index in [0, num_classes) per example (-1 = missing)",
+        label_dtype="int32",
+        describe=_describe_multiclass,
     ),
     "multilabel": KindSpec(
         activation="sigmoid",
@@ -98,6 +148,8 @@ KINDS: dict[str, KindSpec] = {
         },
         sparse_labels=False,
         label_description="a 0/1 vector of length num_classes per example (a row of -1 = missing)",
+        label_shape=lambda task: (task.num_classes,),
+        describe=_describe_multilabel,
     ),
     "regression": KindSpec(
         activation="linear",
@@ -113,6 +165,9 @@ KINDS: dict[str, KindSpec] = {
         },
         sparse_labels=False,
         label_description="a finite float (or a vector of `units` floats) per example (missing only through a mask)",
+        label_shape=lambda task: (task.output_units,),
+        continuous_labels=True,
+        describe=_describe_regression,
     ),
     "segmentation": KindSpec(
         activation="softmax",
@@ -130,6 +185,9 @@ KINDS: dict[str, KindSpec] = {
         sparse_labels=True,
         label_description="an (H, W) map of class indices in [0, num_classes) per example (all -1 = missing)",
         pixel_labels=True,
+        label_dtype="int32",
+        describe=_describe_segmentation,
+        evaluation_extras=_iou_per_class,
         # The class on top at each pixel, what a user draws (int32, (batch, H, W)).
         export_extras={"mask": lambda probabilities: keras.ops.cast(keras.ops.argmax(probabilities, axis=-1),
                                                                     "int32")},

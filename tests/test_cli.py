@@ -84,6 +84,27 @@ def test_help(command, capsys):
     assert "usage: mtl-keras" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("job, option, registry", [
+    ("text", "--encoder", "mtl_keras.encoders.text:TEXT_ENCODERS"),
+    ("text", "--sharing", "mtl_keras.sharing:SHARING_NAMES"),
+    ("census", "--weighting", "mtl_keras.training.weighting:WEIGHTINGS"),
+    ("census", "--gradient", "mtl_keras.training.gradients:GRADIENT_METHODS"),
+    ("vision", "--backbone", "mtl_keras.encoders.vision:BACKBONES"),
+    ("vision", "--dataset", "mtl_keras.jobs.vision:PRESETS"),
+])
+def test_an_unknown_choice_is_refused_naming_every_registered_one(job, option, registry, capsys):
+    import importlib
+
+    module, name = registry.split(":")
+    registered = getattr(importlib.import_module(module), name)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", job, option, "nope"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    offered = error.split("choose from ")[1].strip().rstrip(")").replace("'", "").split(", ")
+    assert sorted(offered) == sorted(registered), error
+
+
 def test_evaluate_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path)]) == 2
     assert "is not a run folder" in capsys.readouterr().err

@@ -56,7 +56,7 @@ import tensorflow as tf
 from mtl_keras import keras_compat
 from mtl_keras.distribute import is_chief, is_multi_worker
 from mtl_keras.training.backup import ResumePoint, TrainingBackup
-from mtl_keras.training.model import EpochHooks
+from mtl_keras.training.callbacks import EpochHooks
 
 SUM = tf.distribute.ReduceOp.SUM
 

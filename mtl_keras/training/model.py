@@ -51,8 +51,9 @@ from mtl_keras.datasets.pipeline import check_model_inputs, prepare_arrays, prep
 from mtl_keras.distribute import is_multi_worker
 from mtl_keras.tasks import Task, as_task_dict
 from mtl_keras.training.balancing import Balancer, BalancingMonitor
-from mtl_keras.training.callbacks import StopOnNonFiniteLoss
+from mtl_keras.training.callbacks import EpochHooks, StopOnNonFiniteLoss
 from mtl_keras.training.gradients import get_gradient_method
+from mtl_keras.training.loop import fit_distributed
 from mtl_keras.training.progress import TaskProgressBar
 from mtl_keras.training.task_defaults import compile_arguments, is_auto
 from mtl_keras.training.weighting import get_weighting
@@ -75,18 +76,6 @@ def _batch_spec(iterator):
     if spec is None:
         return None
     return tf.nest.map_structure(keras_compat.one_replica_spec, spec)
-
-
-class EpochHooks(keras.callbacks.Callback):
-    """Calls the weighting's epoch-level update (DWA) and restarts the epoch means of the balancing logs."""
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if getattr(self.model, "_balancer", None) is not None:
-            self.model.balancing_monitor.reset()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if getattr(self.model, "_balancer", None) is not None:
-            self.model.weighting.on_epoch_end()
 
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
@@ -229,7 +218,6 @@ class MultiTaskModel(keras.Model):
                 and not any(isinstance(c, keras.callbacks.ProgbarLogger) for c in callbacks)):
             callbacks.append(TaskProgressBar())  # Keras adds its own bar only where the callbacks have none
         if loop == "custom" or (loop == "auto" and (backup is not None or is_multi_worker(self.distribute_strategy))):
-            from mtl_keras.training.loop import fit_distributed  # it imports this module
 
             if y is not None:
                 raise TypeError("Our loop takes x as a tf.data.Dataset of (inputs, labels[, sample_weights]) "
