@@ -113,3 +113,18 @@ def test_mean_relative_validation_loss_by_hand():
         logs = {"val_loss": loss}
         single.on_epoch_end(epoch, logs)
     assert logs["val_mean_relative_loss"] == pytest.approx(0.75)
+
+
+def test_compile_refuses_a_keras_that_does_not_track_what_it_adds():
+    from mtl_keras.training.model import _check_tracked
+
+    from mtl_keras import MultiTaskModel
+
+    inputs = keras.Input((2,))
+    tasks = [Task("r", "regression")]
+    model = MultiTaskModel(inputs, {"r": keras.layers.Dense(1, name="r")(inputs)}, tasks=tasks)
+    compile_multitask(model, tasks, weighting="uncertainty")
+    _check_tracked(model, model.weighting.variables)  # tracked here: no error
+    stray = keras.Variable(1.0, name="stray")
+    with pytest.raises(RuntimeError, match=r"does not track the variables .*stray.* needs Keras >= 3\.15"):
+        _check_tracked(model, [*model.weighting.variables, stray])

@@ -167,6 +167,7 @@ class MultiTaskModel(keras.Model):
         self.balancing_monitor.build_for_tasks(task_names)
         self._balancer = Balancer(self, losses, static, self.weighting, self.gradient_method,
                                   self.balancing_monitor)
+        _check_tracked(self, [*self.weighting.variables, *self.balancing_monitor.variables])
         keras_compat.update_compile_config(self, {"weighting": self.weighting, "gradient": self.gradient_method})
 
     def compile_from_config(self, config):
@@ -257,3 +258,15 @@ class MultiTaskModel(keras.Model):
             return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
         with self.distribute_strategy.scope():
             keras_compat.symbolic_build(self, data_batch)
+
+
+def _check_tracked(model: keras.Model, variables: list) -> None:
+    """Fails if the model does not track `variables` (the state compile adds): they would then be neither trained
+    (uncertainty weighting's log-variances) nor saved nor backed up, without a word. Keras before 3.15 does not track
+    a layer set on an already built functional model."""
+    tracked = {id(variable) for variable in model.variables}
+    untracked = [variable.path for variable in variables if id(variable) not in tracked]
+    if untracked:
+        raise RuntimeError(f"Keras {keras.__version__} does not track the variables that compile adds to the model "
+                           f"({', '.join(untracked)}): they would be neither trained nor saved. mtl_keras needs "
+                           f"Keras >= 3.15; upgrade it (pip install -U keras).")
