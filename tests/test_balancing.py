@@ -3,12 +3,15 @@ and on two replicas, with missing labels, mixed-precision loss scaling, logs, Te
 
 from __future__ import annotations
 
+import functools
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from mtl_keras.training.model import MultiTaskModel
+from mtl_keras.training.weighting import SmoothTchebycheff
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(8, 3)).astype(np.float32)
@@ -139,15 +142,18 @@ def test_gradnorm_norms_are_taken_on_the_last_shared_layer():
 
 
 @pytest.mark.parametrize("weighting,gradient", [
-    (None, None), ("uncertainty", None), ("gradnorm", None), (None, "pcgrad"), (None, "mgda"), ("dwa", "cagrad")])
+    (None, None), ("uncertainty", None), ("gradnorm", None), (None, "pcgrad"), (None, "mgda"), ("dwa", "cagrad"),
+    ("gls", None), ("stch", "pcgrad")])
 def test_two_replicas_give_the_same_update_as_one_device(two_replicas, weighting, gradient):
+    if weighting == "stch":  # its smooth maximum at once, from a nadir point of 1 (a warm-up would be log-losses)
+        weighting = functools.partial(SmoothTchebycheff, warmup_epochs=0)
     # Labels of task b are missing unevenly: 1 of 4 on the first replica's half, 3 of 4 on the second's.
     sample_weight = {"a": np.ones(8, np.float32), "b": np.array([1, 0, 0, 0, 1, 1, 1, 0], np.float32)}
     dataset = tf.data.Dataset.from_tensor_slices((X, Y, sample_weight)).batch(8).repeat(2)
-    single = _compiled(weighting, gradient)
+    single = _compiled(weighting() if callable(weighting) else weighting, gradient)
     single.fit(dataset, epochs=1, verbose=0)
     with two_replicas.scope():
-        mirrored = _compiled(weighting, gradient)
+        mirrored = _compiled(weighting() if callable(weighting) else weighting, gradient)
     mirrored.fit(dataset, epochs=1, verbose=0)
     for variable, expected in zip(mirrored.weights, single.weights, strict=True):
         np.testing.assert_allclose(variable.numpy(), expected.numpy(), atol=2e-6, err_msg=variable.path)

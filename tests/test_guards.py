@@ -116,9 +116,8 @@ def test_mean_relative_validation_loss_by_hand():
 
 
 def test_compile_refuses_a_keras_that_does_not_track_what_it_adds():
-    from mtl_keras.training.model import _check_tracked
-
     from mtl_keras import MultiTaskModel
+    from mtl_keras.training.model import _check_tracked
 
     inputs = keras.Input((2,))
     tasks = [Task("r", "regression")]

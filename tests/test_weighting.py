@@ -10,8 +10,10 @@ from mtl_keras.training.weighting import (
     DWA,
     FAMO,
     WEIGHTINGS,
+    GeometricLossWeighting,
     GradNorm,
     RandomLossWeighting,
+    SmoothTchebycheff,
     StaticWeighting,
     UncertaintyWeighting,
     get_weighting,
@@ -129,6 +131,61 @@ def test_famo_weights_and_update_by_hand():
     m, v = 0.1 * gradient, 0.001 * gradient**2
     np.testing.assert_allclose(weighting.logits.numpy(), -step * m / (np.sqrt(v) + 1e-8), rtol=1e-4)
     assert weighting.logits.numpy()[1] > weighting.logits.numpy()[0]  # the slower task gains weight
+
+
+def _objective_gradient(objective, losses):
+    """d objective / d L_t: the weights a step must use to follow the objective's gradient."""
+    losses = tf.constant(losses, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(losses)
+        value = objective(losses)
+    return tape.gradient(value, losses).numpy()
+
+
+def test_gls_weights_are_the_gradient_of_the_geometric_mean():
+    losses = [0.3, 2.0, 5.0]
+    weights = _built(GeometricLossWeighting(epsilon=0.0), 3).task_weights(tf.constant(losses), 0).numpy()
+    geometric_mean = np.prod(losses) ** (1 / 3)
+    np.testing.assert_allclose(weights, geometric_mean / (3 * np.array(losses)), rtol=1e-6)  # by hand
+    np.testing.assert_allclose(weights, _objective_gradient(lambda values: tf.reduce_prod(values) ** (1 / 3), losses),
+                               rtol=1e-5)
+    assert np.sum(weights * losses) == pytest.approx(geometric_mean, rel=1e-6)  # the logged loss is G
+    scaled = _built(GeometricLossWeighting(epsilon=0.0), 3).task_weights(tf.constant([0.3, 2.0, 500.0]), 0)
+    np.testing.assert_allclose(scaled.numpy()[:2] / scaled.numpy()[2] / 100, weights[:2] / weights[2], rtol=1e-5)
+
+
+def test_stch_warms_up_on_log_losses_then_follows_the_smooth_maximum():
+    weighting = _built(SmoothTchebycheff(mu=0.5, warmup_epochs=2, epsilon=0.0), 3)
+    first = [2.0, 1.0, 4.0]
+    np.testing.assert_allclose(weighting.task_weights(tf.constant(first), 0).numpy(), 1 / np.array(first), rtol=1e-6)
+    for losses in ([9.0, 9.0, 9.0], [9.0, 9.0, 9.0]):  # epoch 0: not the last warm-up epoch, not measured
+        weighting.update(tf.constant(losses), 0)
+    weighting.on_epoch_end()
+    for losses in ([2.0, 1.0, 4.0], [4.0, 3.0, 2.0]):  # epoch 1 measures the nadir point
+        weighting.update(tf.constant(losses), 0)
+    np.testing.assert_allclose(weighting.task_weights(tf.constant(first), 0).numpy(), 1 / np.array(first), rtol=1e-6)
+    weighting.on_epoch_end()
+    nadir = np.array([3.0, 2.0, 3.0])
+    np.testing.assert_allclose(weighting.nadir.numpy(), nadir)
+    losses = [1.5, 2.0, 0.6]
+
+    def objective(values):
+        return 3 * 0.5 * tf.reduce_logsumexp(tf.math.log(values / nadir) / 0.5)
+
+    weights = weighting.task_weights(tf.constant(losses), 0).numpy()
+    np.testing.assert_allclose(weights, _objective_gradient(objective, losses), rtol=1e-5)
+    relative = np.log(np.array(losses) / nadir) / 0.5
+    by_hand = 3 * np.exp(relative) / np.exp(relative).sum() / np.array(losses)
+    np.testing.assert_allclose(weights, by_hand, rtol=1e-5)
+    weighting.update(tf.constant([100.0, 100.0, 100.0]), 0)  # after the warm-up: the nadir point stays
+    weighting.on_epoch_end()
+    np.testing.assert_allclose(weighting.nadir.numpy(), nadir)
+    no_warmup = _built(SmoothTchebycheff(mu=1.0, warmup_epochs=0, epsilon=0.0), 2)
+    np.testing.assert_allclose(no_warmup.task_weights(tf.constant([1.0, 3.0]), 0).numpy(), [0.5, 0.5], rtol=1e-6)
+    with pytest.raises(ValueError, match="mu must be > 0"):
+        SmoothTchebycheff(mu=0)
+    with pytest.raises(ValueError, match="warmup_epochs must be a whole number"):
+        SmoothTchebycheff(warmup_epochs=1.5)
 
 
 def test_weightings_by_name_and_config_round_trip():

@@ -5,13 +5,16 @@ from __future__ import annotations
 from mtl_keras.training.weighting.base import Weighting
 from mtl_keras.training.weighting.dwa import DWA
 from mtl_keras.training.weighting.famo import FAMO
+from mtl_keras.training.weighting.gls import GeometricLossWeighting
 from mtl_keras.training.weighting.gradnorm import GradNorm
 from mtl_keras.training.weighting.random_weighting import RandomLossWeighting
 from mtl_keras.training.weighting.static import StaticWeighting
+from mtl_keras.training.weighting.stch import SmoothTchebycheff
 from mtl_keras.training.weighting.uncertainty import UncertaintyWeighting
 
 WEIGHTINGS = {cls.method_name: cls for cls in (StaticWeighting, UncertaintyWeighting, GradNorm, DWA,
-                                               RandomLossWeighting, FAMO)}
+                                               RandomLossWeighting, FAMO, GeometricLossWeighting,
+                                               SmoothTchebycheff)}
 
 
 def get_weighting(weighting, **options) -> Weighting:
@@ -26,5 +29,5 @@ def get_weighting(weighting, **options) -> Weighting:
                      f"instance.")
 
 
-__all__ = ["DWA", "FAMO", "WEIGHTINGS", "GradNorm", "RandomLossWeighting", "StaticWeighting",
-           "UncertaintyWeighting", "Weighting", "get_weighting"]
+__all__ = ["DWA", "FAMO", "WEIGHTINGS", "GeometricLossWeighting", "GradNorm", "RandomLossWeighting",
+           "SmoothTchebycheff", "StaticWeighting", "UncertaintyWeighting", "Weighting", "get_weighting"]
