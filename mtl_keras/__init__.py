@@ -88,9 +88,11 @@ from mtl_keras.training.gradients import (
     MGDA,
     AlignedMTL,
     CAGrad,
+    DualProj,
     GradientMethod,
     NashMTL,
     PCGrad,
+    UPGrad,
     get_gradient_method,
 )
 from mtl_keras.training.loop import fit_distributed
@@ -120,6 +122,7 @@ __all__ = [
     "CrossStitchUnit",
     "DEFAULT_SEED",
     "DWA",
+    "DualProj",
     "DenseStack",
     "ExactMatch",
     "FAMO",
@@ -172,6 +175,7 @@ __all__ = [
     "TrainingBackup",
     "TransformerBlock",
     "TransformerTextEncoder",
+    "UPGrad",
     "UncertaintyWeighting",
     "WEIGHTINGS",
     "Weighting",

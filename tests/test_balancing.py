@@ -143,7 +143,7 @@ def test_gradnorm_norms_are_taken_on_the_last_shared_layer():
 
 @pytest.mark.parametrize("weighting,gradient", [
     (None, None), ("uncertainty", None), ("gradnorm", None), (None, "pcgrad"), (None, "mgda"), ("dwa", "cagrad"),
-    ("gls", None), ("stch", "pcgrad")])
+    ("gls", None), ("stch", "pcgrad"), (None, "upgrad"), ("uncertainty", "dualproj")])
 def test_two_replicas_give_the_same_update_as_one_device(two_replicas, weighting, gradient):
     if weighting == "stch":  # its smooth maximum at once, from a nadir point of 1 (a warm-up would be log-losses)
         weighting = functools.partial(SmoothTchebycheff, warmup_epochs=0)

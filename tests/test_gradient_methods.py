@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from scipy.optimize import minimize
+from scipy.optimize import minimize, nnls
 
 from mtl_keras.training.gradients import (
     GRADIENT_METHODS,
@@ -13,8 +13,10 @@ from mtl_keras.training.gradients import (
     MGDA,
     AlignedMTL,
     CAGrad,
+    DualProj,
     NashMTL,
     PCGrad,
+    UPGrad,
     get_gradient_method,
     gradient_cosines,
 )
@@ -171,6 +173,43 @@ def test_aligned_mtl_ignores_a_zero_direction():
     gradients = np.array([[1.0, 0.0], [2.0, 0.0]], np.float32)  # rank 1
     update = _update(AlignedMTL(), gradients)
     assert np.all(np.isfinite(update)) and update[0] > 0
+
+
+def _dual_cone_projection(gradients, vector):
+    """The projection of `vector` onto {x : g_t . x >= 0}, by an independent solver: its dual is a non-negative
+    least-squares problem, x = vector + J^T v with v = argmin_{v >= 0} ||J^T v + vector||."""
+    excess, _ = nnls(gradients.T.astype(np.float64), -vector.astype(np.float64))
+    return vector + gradients.T @ excess
+
+
+def test_upgrad_and_dualproj_of_two_gradients_by_hand():
+    g1, g2 = np.array([1.0, 0.0]), np.array([-1.0, 1.0])  # conflicting: UPGrad is half of PCGrad's update
+    np.testing.assert_allclose(_update(UPGrad(), [g1, g2]), _update(PCGrad(), [g1, g2]) / 2, atol=1e-6)
+    agreeing = [[1.0, 0.2], [0.5, 1.0], [0.3, 0.3]]  # inside their own dual cone: both are the mean
+    for method in (UPGrad(), DualProj()):
+        np.testing.assert_allclose(_update(method, agreeing), np.mean(agreeing, axis=0), atol=1e-6)
+    g1, g2 = np.array([1.0, 0.0]), np.array([-2.0, 0.5])  # the mean (-0.5, 0.25) lowers task 1's loss less than 0
+    mean = (g1 + g2) / 2
+    np.testing.assert_allclose(_update(DualProj(), [g1, g2]), _dual_cone_projection(np.stack([g1, g2]), mean),
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("tasks,seed", [(3, 0), (4, 1), (5, 2), (2, 3)])
+def test_upgrad_and_dualproj_match_an_independent_solver(tasks, seed):
+    gradients = _random_gradients(seed, tasks) - 0.4  # some pairs conflict
+    upgrad = np.mean([_dual_cone_projection(gradients, g) for g in gradients], axis=0)
+    dualproj = _dual_cone_projection(gradients, gradients.mean(axis=0))
+    for method, expected in ((UPGrad(), upgrad), (DualProj(), dualproj)):
+        update = _update(method, gradients)
+        np.testing.assert_allclose(update, expected, atol=2e-5 * np.abs(expected).max())
+        assert np.all(gradients @ update >= -1e-5), (method, gradients @ update)  # no task's loss rises
+
+
+def test_dual_cone_methods_fail_loudly_rather_than_guess():
+    with pytest.raises(tf.errors.InvalidArgumentError, match="no set of tasks satisfies"):
+        UPGrad().coefficients(tf.constant([[1.0, np.nan], [np.nan, 1.0]]), STEP)
+    with pytest.raises(ValueError, match="up to 12 tasks; got 13"):
+        DualProj().coefficients(tf.eye(13), STEP)
 
 
 def test_cosines_from_the_gram_matrix():

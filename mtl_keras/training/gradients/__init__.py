@@ -5,12 +5,14 @@ from __future__ import annotations
 from mtl_keras.training.gradients.aligned_mtl import AlignedMTL
 from mtl_keras.training.gradients.base import GradientMethod, gradient_cosines
 from mtl_keras.training.gradients.cagrad import CAGrad
+from mtl_keras.training.gradients.dualproj import DualProj
 from mtl_keras.training.gradients.imtl_g import IMTLG
 from mtl_keras.training.gradients.mgda import MGDA
 from mtl_keras.training.gradients.nash_mtl import NashMTL
 from mtl_keras.training.gradients.pcgrad import PCGrad
+from mtl_keras.training.gradients.upgrad import UPGrad
 
-GRADIENT_METHODS = {cls.name: cls for cls in (PCGrad, CAGrad, MGDA, IMTLG, NashMTL, AlignedMTL)}
+GRADIENT_METHODS = {cls.name: cls for cls in (PCGrad, CAGrad, MGDA, IMTLG, NashMTL, AlignedMTL, UPGrad, DualProj)}
 
 
 def get_gradient_method(method, **options) -> GradientMethod | None:
@@ -24,5 +26,5 @@ def get_gradient_method(method, **options) -> GradientMethod | None:
                      f"GradientMethod instance.")
 
 
-__all__ = ["GRADIENT_METHODS", "AlignedMTL", "CAGrad", "GradientMethod", "IMTLG", "MGDA", "NashMTL", "PCGrad",
-           "get_gradient_method", "gradient_cosines"]
+__all__ = ["GRADIENT_METHODS", "MGDA", "AlignedMTL", "CAGrad", "DualProj", "GradientMethod", "IMTLG", "NashMTL",
+           "PCGrad", "UPGrad", "get_gradient_method", "gradient_cosines"]

@@ -1,8 +1,8 @@
 """The base of every gradient method: per-task gradients in, one update direction out.
 
-Each method here (PCGrad, CAGrad, MGDA-UB, IMTL-G, Nash-MTL, Aligned-MTL) returns the update as a combination
-`sum_t alpha_t g_t` of the task gradients `g_t`, and `alpha` depends on the gradients only through their inner
-products (the T x T Gram matrix). So a method is a function `gram -> alpha`: the training step takes the T
+Each method here (PCGrad, CAGrad, MGDA-UB, IMTL-G, Nash-MTL, Aligned-MTL, UPGrad, DualProj) returns the update as
+a combination `sum_t alpha_t g_t` of the task gradients `g_t`, and `alpha` depends on the gradients only through
+their inner products (the T x T Gram matrix). So a method is a function `gram -> alpha`: the training step takes the T
 backward passes, all-reduces the gradients across replicas once, forms the Gram matrix (T x T, cheap), and combines.
 Working in Gram space also makes each rule small enough to test against a hand computation.
 
