@@ -7,9 +7,9 @@ For the text model (`build_text_model`: the default CNN encoder, a 20,000-token 
 and the vision model (`build_vision_model`: a small U-Net on 64x64x1 images, batch 32), each with T = 2, 3 and 5
 tasks of mixed kinds (binary, regression, multiclass; the vision tasks start with a segmentation task), on random
 data of the right shapes, one model is compiled per method: static weighting (the baseline), the weightings
-uncertainty, gradnorm, dwa, rlw, famo, and the gradient methods pcgrad, cagrad, mgda (representation space, its
-default), imtl_g, nash_mtl, aligned_mtl (with static weighting). No metrics are compiled: the step is the forward
-pass, the losses, the method and the optimizer update.
+uncertainty, gradnorm, dwa, rlw, famo, gls, stch, and the gradient methods pcgrad, cagrad, mgda (representation
+space, its default), imtl_g, nash_mtl, aligned_mtl, upgrad, dualproj (with static weighting). No metrics are
+compiled: the step is the forward pass, the losses, the method and the optimizer update.
 
 Timing: each model's compiled train function is called on a repeated tf.data iterator (all models of a group read
 the same one) after three warm-up calls (tracing; the optimizer and the loss trackers are built before it, so the
@@ -56,8 +56,8 @@ from mtl_keras import (  # noqa: E402
     set_global_seed,
 )
 
-WEIGHTINGS = ("uncertainty", "gradnorm", "dwa", "rlw", "famo")
-GRADIENT_METHODS = ("pcgrad", "cagrad", "mgda", "imtl_g", "nash_mtl", "aligned_mtl")
+WEIGHTINGS = ("uncertainty", "gradnorm", "dwa", "rlw", "famo", "gls", "stch")
+GRADIENT_METHODS = ("pcgrad", "cagrad", "mgda", "imtl_g", "nash_mtl", "aligned_mtl", "upgrad", "dualproj")
 BASELINE = "static"
 
 # The tasks of a model with T tasks are the first T of its list: mixed kinds, segmentation first for images.
