@@ -78,7 +78,7 @@ from mtl_keras.sharing import (
     get_sharing,
 )
 from mtl_keras.tasks import HIGHER_IS_BETTER, KINDS, Task
-from mtl_keras.training.affinity import TaskAffinity
+from mtl_keras.analysis.affinity import TaskAffinity
 from mtl_keras.training.backup import TrainingBackup
 from mtl_keras.training.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
 from mtl_keras.training.compile import compile_multitask

@@ -254,7 +254,7 @@ def _job_from_args(args):
 def _affinity(args) -> int:
     import time
 
-    from mtl_keras.training.affinity import TaskAffinity
+    from mtl_keras.analysis.affinity import TaskAffinity
 
     if args.baselines:
         raise ValueError("--baselines belongs to `mtl-keras train`; `mtl-keras affinity` trains the multi-task "

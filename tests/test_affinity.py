@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 
 from mtl_keras import Task, compile_multitask
+from mtl_keras.analysis.affinity import TaskAffinity
 from mtl_keras.cli import main
 from mtl_keras.sharing import MMoE
-from mtl_keras.training.affinity import TaskAffinity
 from mtl_keras.training.task_variables import (
     partition_variables,
     shared_variable_mask,

@@ -21,7 +21,7 @@ from mtl_keras import (
 )
 from mtl_keras.cli import _job_from_args, _parser
 from mtl_keras.export import TEXT_SIGNATURE
-from mtl_keras.training.precision import loss_scaled, mixed_precision, mixed_precision_policy_name
+from mtl_keras.precision import loss_scaled, mixed_precision, mixed_precision_policy_name
 
 
 def test_the_policy_follows_the_device_and_is_restored():

@@ -39,6 +39,7 @@ from mtl_keras.datasets.splits import Split, Splits
 from mtl_keras.distribute import get_strategy, is_chief, is_multi_worker
 from mtl_keras.evaluation import compute_metrics, delta_m, task_deltas
 from mtl_keras.export import export_saved_model
+from mtl_keras.precision import loss_scaled, mixed_precision
 from mtl_keras.seeds import DEFAULT_SEED, set_global_seed
 from mtl_keras.sharing import check_sharing_options
 from mtl_keras.tasks import Task, as_task_dict
@@ -46,7 +47,6 @@ from mtl_keras.training.backup import TrainingBackup
 from mtl_keras.training.callbacks import MeanRelativeValidationLoss, NonFiniteLossError, StopOnNonFiniteLoss
 from mtl_keras.training.compile import compile_multitask, resolve_loss_weights
 from mtl_keras.training.gradients import get_gradient_method
-from mtl_keras.training.precision import loss_scaled, mixed_precision
 from mtl_keras.training.weighting import get_weighting
 
 
@@ -66,7 +66,7 @@ class JobConfig:
     gradient: str | None = None
     gradient_options: dict[str, Any] | None = None
     baselines: bool = False
-    mixed_precision: bool = False  # mixed_float16 on a GPU, mixed_bfloat16 on CPUs (mtl_keras.training.precision)
+    mixed_precision: bool = False  # mixed_float16 on a GPU, mixed_bfloat16 on CPUs (mtl_keras.precision)
     strategy: str = "none"  # none, mirrored[:DEVICE,...], multi_worker (TF_CONFIG), auto: mtl_keras.distribute
     backup_dir: str | None = None  # back training up here; a restarted run resumes from it (training/backup.py)
     backup_every: int | None = None  # batches between backups, beside the one at each epoch's end
