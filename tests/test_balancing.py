@@ -250,3 +250,26 @@ def test_regularisers_count_once_under_two_replicas(two_replicas):
     combined = (g_a - (g_a @ g_b) / (g_b @ g_b) * g_b) + (g_b - (g_b @ g_a) / (g_a @ g_a) * g_a)
     expected = W0 - LR * (combined.reshape(W0.shape) + 2 * 0.5 * W0)  # d/dW 0.5 ||W||^2 = W, added unprojected
     np.testing.assert_allclose(single.get_layer("trunk").kernel.numpy(), expected, atol=1e-5)
+
+
+def test_task_losses_inside_a_replica_are_the_steps_share_of_the_global_mean(two_replicas):
+    # Task b's labels are missing unevenly: 1 of the first replica's 4 examples, 3 of the second's.
+    from mtl_keras.training.task_variables import task_losses
+
+    sample_weight = {"a": np.ones(8, np.float32), "b": np.array([1, 0, 0, 0, 1, 1, 1, 0], np.float32)}
+    with two_replicas.scope():
+        model = _compiled()
+    expected = {name: float(np.sum(sample_weight[name] * (np.asarray(model(X)[name])[:, 0] - Y[name][:, 0]) ** 2)
+                      / np.sum(sample_weight[name])) for name in ("a", "b")}
+    one_device = task_losses(model, Y, model(X), sample_weight)
+    np.testing.assert_allclose([float(one_device[n]) for n in ("a", "b")], list(expected.values()), rtol=1e-5)
+    dataset = two_replicas.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensor_slices((X, Y, sample_weight)).batch(8))
+
+    def replica_losses(x, y, weights):
+        return task_losses(model, y, model(x), weights)
+
+    shares = two_replicas.run(replica_losses, args=next(iter(dataset)))
+    for name in ("a", "b"):  # the replicas' shares add up to the global masked mean, not a mean of two means
+        total = two_replicas.reduce(tf.distribute.ReduceOp.SUM, shares[name], axis=None)
+        assert float(total) == pytest.approx(expected[name], rel=1e-5)

@@ -28,10 +28,9 @@ import keras
 import tensorflow as tf
 
 from mtl_keras import keras_compat
-from mtl_keras.losses import MaskedLoss
 from mtl_keras.training.gradients import GradientMethod, gradient_cosines
 from mtl_keras.training.task_graph import last_shared_layers, shared_representation
-from mtl_keras.training.task_variables import partition_variables
+from mtl_keras.training.task_variables import as_masked_loss, masked_task_losses, partition_variables
 from mtl_keras.training.weighting import Weighting
 
 SUM = tf.distribute.ReduceOp.SUM
@@ -76,10 +75,6 @@ class BalancingMonitor(keras.layers.Layer):
         return inputs
 
 
-def as_masked_loss(loss) -> MaskedLoss:
-    return loss if isinstance(loss, MaskedLoss) else MaskedLoss(loss)
-
-
 class _Holder:
     """Keeps an object out of Keras' attribute tracking (a helper model sharing the main model's layers)."""
 
@@ -117,19 +112,8 @@ class Balancer:
 
     # --- losses ---------------------------------------------------------------------------------------------------
     def task_losses(self, y, y_pred, sample_weight, context) -> list[tf.Tensor]:
-        """This replica's share of each task's global masked-mean loss, one scalar per task.
-
-        A list, not a stacked tensor: a slice of a stack would connect every task's loss to every head, and the
-        shared parameters are found by which variables each task's loss reaches.
-        """
-        sums, counts = [], []
-        for name in self.task_names:
-            values = tf.reshape(tf.cast(self.losses[name].call(y[name], y_pred[name]), tf.float32), [-1])
-            weights = _task_weight(sample_weight, name, values)
-            sums.append(tf.reduce_sum(values * weights))
-            counts.append(tf.reduce_sum(weights))
-        counts = tf.unstack(context.all_reduce(SUM, tf.stack(counts)))
-        return [tf.math.divide_no_nan(total, count) for total, count in zip(sums, counts, strict=True)]
+        """This replica's share of each task's global masked-mean loss (`masked_task_losses`), in task order."""
+        return masked_task_losses(self.losses, y, y_pred, sample_weight, context)
 
     def _forward(self, model, x, training):
         if self._representation.value is None:
@@ -291,15 +275,6 @@ class Balancer:
         for t, name in enumerate(self.task_names):
             if f"{name}_loss" in trackers:
                 trackers[f"{name}_loss"].update_state(losses[t] * replicas, sample_weight=batch)
-
-
-def _task_weight(sample_weight, name, values):
-    if sample_weight is None:
-        return tf.ones_like(values)
-    weights = sample_weight[name] if isinstance(sample_weight, Mapping) else sample_weight
-    if weights is None:
-        return tf.ones_like(values)
-    return tf.reshape(tf.cast(weights, tf.float32), [-1])
 
 
 def _regularization(model) -> tf.Tensor:

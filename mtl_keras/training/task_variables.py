@@ -26,6 +26,10 @@ from collections.abc import Mapping, Sequence
 import keras
 import tensorflow as tf
 
+from mtl_keras.losses import MaskedLoss
+
+SUM = tf.distribute.ReduceOp.SUM
+
 
 def _check_lengths(gradients_per_task: Mapping[str, Sequence]) -> int:
     if not gradients_per_task:
@@ -91,11 +95,40 @@ def partition_variables(gradients_per_task: Mapping[str, Sequence[object | None]
     )
 
 
+def as_masked_loss(loss) -> MaskedLoss:
+    """`loss` as a `MaskedLoss` (its per-example values, averaged over the labelled examples)."""
+    return loss if isinstance(loss, MaskedLoss) else MaskedLoss(keras.losses.get(loss) if isinstance(loss, str)
+                                                                 else loss)
+
+
+def masked_task_losses(losses: Mapping[str, MaskedLoss], y: Mapping, y_pred: Mapping, sample_weight=None,
+                       context: tf.distribute.ReplicaContext | None = None) -> list[tf.Tensor]:
+    """The one definition of a task's loss: for each task of `losses` (in its order), the mean of its per-example
+    loss over the examples whose label is present (sample weight 1; 0 when none is), as this replica's share of the
+    global mean under `context` (the example count is summed over the replicas; its sum over replicas is then the
+    mean over every replica's labelled examples). Without a context (one device, or outside a replica), the mean over
+    this batch.
+
+    A list, not a stacked tensor: a slice of a stack would connect every task's loss to every head, and the
+    shared parameters are found by which variables each task's loss reaches.
+    """
+    sums, counts = [], []
+    for name, loss in losses.items():
+        values = tf.reshape(tf.cast(loss.call(y[name], y_pred[name]), tf.float32), [-1])
+        weights = _task_weight(sample_weight, name, values)
+        sums.append(tf.reduce_sum(values * weights))
+        counts.append(tf.reduce_sum(weights))
+    counts = tf.stack(counts)
+    if context is not None:
+        counts = context.all_reduce(SUM, counts)
+    return [tf.math.divide_no_nan(total, count) for total, count in zip(sums, tf.unstack(counts), strict=True)]
+
+
 def task_losses(model: keras.Model, y: Mapping, y_pred: Mapping, sample_weight: Mapping | None = None
                 ) -> dict[str, tf.Tensor]:
-    """Each task's loss, unweighted, computed by the loss the model was compiled with (`model.loss[task]`), as
-    training computes it: with `compile_multitask`, a `MaskedLoss`, the mean over the examples whose label is present
-    (0, not NaN, when none is).
+    """Each task's loss, unweighted, as the training step computes it (`masked_task_losses`, with the loss the
+    model was compiled with, `model.loss[task]`): the mean over the examples whose label is present (0, not NaN,
+    when none is); inside a replica of a strategy, that replica's share of the global mean.
 
     Loss weights and losses added by layers (`add_loss`) are left out: they belong to no single task.
 
@@ -114,12 +147,21 @@ def task_losses(model: keras.Model, y: Mapping, y_pred: Mapping, sample_weight: 
     if not isinstance(model.loss, Mapping):
         raise ValueError(f"Model {model.name!r} must be compiled with one loss per task (a dict keyed by task name, "
                          f"as compile_multitask does); its loss is {model.loss!r}.")
-    losses = {}
-    for name, loss in model.loss.items():
-        loss = keras.losses.get(loss) if isinstance(loss, str) else loss
-        weight = None if sample_weight is None else sample_weight.get(name)
-        losses[name] = loss(y[name], y_pred[name], sample_weight=weight)
-    return losses
+    losses = {name: as_masked_loss(loss) for name, loss in model.loss.items()}
+    # Inside a replica of a strategy: that replica's share of the global mean, as in the training step.
+    context = None if tf.distribute.in_cross_replica_context() else tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync == 1:
+        context = None
+    return dict(zip(losses, masked_task_losses(losses, y, y_pred, sample_weight, context), strict=True))
+
+
+def _task_weight(sample_weight, name, values):
+    if sample_weight is None:
+        return tf.ones_like(values)
+    weights = sample_weight[name] if isinstance(sample_weight, Mapping) else sample_weight
+    if weights is None:
+        return tf.ones_like(values)
+    return tf.reshape(tf.cast(weights, tf.float32), [-1])
 
 
 def task_gradients(model: keras.Model, x, y: Mapping, sample_weight: Mapping | None = None,
