@@ -80,7 +80,7 @@ from mtl_keras.sharing import (
 from mtl_keras.tasks import HIGHER_IS_BETTER, KINDS, Task
 from mtl_keras.analysis.affinity import TaskAffinity
 from mtl_keras.training.backup import TrainingBackup
-from mtl_keras.training.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
+from mtl_keras.training.callbacks import NonFiniteLossError, StopOnNonFiniteLoss, TaskLossScaleWarning
 from mtl_keras.training.compile import compile_multitask
 from mtl_keras.training.gradients import (
     GRADIENT_METHODS,
@@ -168,6 +168,7 @@ __all__ = [
     "TaskAttention",
     "TaskCascade",
     "TaskHead",
+    "TaskLossScaleWarning",
     "TaskProgressBar",
     "ThresholdF1Score",
     "ThresholdPrecision",

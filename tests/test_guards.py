@@ -127,3 +127,34 @@ def test_compile_refuses_a_keras_that_does_not_track_what_it_adds():
     stray = keras.Variable(1.0, name="stray")
     with pytest.raises(RuntimeError, match=r"does not track the variables .*stray.* needs Keras >= 3\.15"):
         _check_tracked(model, [*model.weighting.variables, stray])
+
+
+def _two_task_model(weighting=None):
+    from mtl_keras import MultiTaskModel
+
+    inputs = keras.Input((2,))
+    trunk = keras.layers.Dense(4, name="trunk")(inputs)
+    tasks = [Task("hours", "regression"), Task("income", "binary")]
+    model = MultiTaskModel(inputs, {"hours": keras.layers.Dense(1, name="hours")(trunk),
+                                    "income": keras.layers.Dense(1, activation="sigmoid", name="income")(trunk)},
+                           tasks=tasks)
+    return compile_multitask(model, tasks, weighting=weighting)
+
+
+def test_a_task_in_large_units_is_named_at_the_first_step():
+    import warnings
+
+    from mtl_keras import TaskLossScaleWarning
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 2)).astype("float32")
+    labels = {"hours": 40 + 10 * rng.normal(size=32).astype("float32"), "income": rng.integers(0, 2, 32)}
+    with pytest.warns(TaskLossScaleWarning, match=r"task 'hours''s weighted loss is \d+x task 'income''s .*"
+                                                  r"loss_weights=\{'hours': "):
+        _two_task_model().fit(x, labels, batch_size=8, epochs=1, verbose=0)
+    labels["hours"] = labels["hours"] / 40 - 1  # standardized: about the binary task's scale
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TaskLossScaleWarning)
+        _two_task_model().fit(x, labels, batch_size=8, epochs=1, verbose=0)
+        labels["hours"] = labels["hours"] * 40 + 40
+        _two_task_model("uncertainty").fit(x, labels, batch_size=8, epochs=1, verbose=0)  # not static: no check

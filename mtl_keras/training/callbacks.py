@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import keras
 
@@ -101,3 +102,49 @@ class EpochHooks(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if getattr(self.model, "_balancer", None) is not None:
             self.model.weighting.on_epoch_end()
+
+
+class TaskLossScaleWarning(UserWarning):
+    """One task's weighted loss is much larger than another's at the start of training (see `LossScaleCheck`)."""
+
+
+class LossScaleCheck(keras.callbacks.Callback):
+    """After the first training batch, warns (`TaskLossScaleWarning`) when one task's weighted loss is more than
+    `ratio` times another's: under static weights, the larger task then dominates the shared layers' gradients,
+    often only because its target is in larger units (a regression target in hours, say). The warning gives every
+    task's first loss and the remedies. `MultiTaskModel.fit` adds it under static weighting; filter the warning class
+    to silence it.
+    """
+
+    async_safe = True  # reads the logs only
+
+    def __init__(self, task_names, ratio: float = 10.0):
+        super().__init__()
+        self.task_names, self.ratio = list(task_names), float(ratio)
+        self._checked = False
+
+    def on_train_begin(self, logs=None):
+        self._checked = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._checked or not logs:
+            return
+        self._checked = True
+        losses = {name: (float(logs[f"{name}_loss"]), float(logs.get(f"{name}_weight", 1.0)))
+                  for name in self.task_names if f"{name}_loss" in logs}
+        weighted = {name: loss * weight for name, (loss, weight) in losses.items()
+                    if math.isfinite(loss * weight) and loss * weight > 0}
+        if len(weighted) < 2:
+            return
+        largest, smallest = max(weighted, key=weighted.get), min(weighted, key=weighted.get)
+        factor = weighted[largest] / weighted[smallest]
+        if factor <= self.ratio:
+            return
+        first = ", ".join(f"{name} {loss:.4g} (weight {weight:g})" for name, (loss, weight) in losses.items())
+        matching = weighted[smallest] / losses[largest][0]
+        warnings.warn(
+            f"At the first step, task {largest!r}'s weighted loss is {factor:.0f}x task {smallest!r}'s (first losses: "
+            f"{first}): {largest!r} will dominate the shared layers. Remedies: a smaller loss weight for it (e.g. "
+            f"loss_weights={{{largest!r}: {matching:.3g}}} puts it on {smallest!r}'s scale), a scale-free weighting "
+            f"(weighting='uncertainty' or 'gls'), or a target in smaller units (standardize a regression target).",
+            TaskLossScaleWarning, stacklevel=2)

@@ -51,7 +51,7 @@ from mtl_keras.datasets.pipeline import check_model_inputs, prepare_arrays, prep
 from mtl_keras.distribute import is_multi_worker
 from mtl_keras.tasks import Task, as_task_dict
 from mtl_keras.training.balancing import Balancer, BalancingMonitor
-from mtl_keras.training.callbacks import EpochHooks, StopOnNonFiniteLoss
+from mtl_keras.training.callbacks import EpochHooks, LossScaleCheck, StopOnNonFiniteLoss
 from mtl_keras.training.gradients import get_gradient_method
 from mtl_keras.training.loop import fit_distributed
 from mtl_keras.training.progress import TaskProgressBar
@@ -211,6 +211,8 @@ class MultiTaskModel(keras.Model):
         callbacks = list(callbacks or [])
         if getattr(self, "_balancer", None) is not None:
             callbacks.insert(0, EpochHooks())
+            if self.weighting.method_name == "static" and len(self.output) > 1:
+                callbacks.append(LossScaleCheck(list(self.output)))
         guard = None
         if stop_on_nonfinite_loss and not any(isinstance(c, StopOnNonFiniteLoss) for c in callbacks):
             guard = StopOnNonFiniteLoss()
