@@ -59,8 +59,8 @@ def test_keras_model_build_hooks_exist_with_the_parameters_we_use(method, parame
 
 def test_a_compiled_model_has_the_attributes_the_train_step_and_compile_use():
     model = compile_multitask(tiny_model())
-    for attribute, used_by in [("_compile_loss", "training/balancing.py (its per-task loss trackers)"),
-                               ("_loss_tracker", "training/balancing.py (the logged total loss)"),
+    for attribute, used_by in [("_compile_loss", "training/step.py (its per-task loss trackers)"),
+                               ("_loss_tracker", "training/step.py (the logged total loss)"),
                                ("_compile_config", "training/model.py (what a saved model recompiles with)"),
                                ("_layers", "training/model.py (a recompiled model forgets its old weighting)")]:
         assert_has(model, attribute, used_by)

@@ -96,11 +96,11 @@ class EpochHooks(keras.callbacks.Callback):
     """Calls the weighting's epoch-level update (DWA) and restarts the epoch means of the balancing logs."""
 
     def on_epoch_begin(self, epoch, logs=None):
-        if getattr(self.model, "_balancer", None) is not None:
+        if getattr(self.model, "_multitask_step", None) is not None:
             self.model.balancing_monitor.reset()
 
     def on_epoch_end(self, epoch, logs=None):
-        if getattr(self.model, "_balancer", None) is not None:
+        if getattr(self.model, "_multitask_step", None) is not None:
             self.model.weighting.on_epoch_end()
 
 

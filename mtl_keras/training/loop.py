@@ -2,7 +2,7 @@
 
 Keras 3's `fit` fails under `MultiWorkerMirroredStrategy` (keras-team/keras#20585: "Attempt to convert a value
 (PerReplica...)", raised where it reduces the step's per-replica logs). This loop runs
-the model's own `train_step` (for a `MultiTaskModel`, the Balancer's step: global masked means, the weighting, the
+the model's own `train_step` (for a `MultiTaskModel`, `MultiTaskStep`'s: global masked means, the weighting, the
 gradient method) with `strategy.run` inside a `tf.function`, over `strategy.experimental_distribute_dataset`, and
 keeps the rest of `fit`'s contract:
 
@@ -98,7 +98,7 @@ def fit_distributed(
     val_steps = None if validation_data is None else _known_steps(validation_data)
 
     callbacks = list(callbacks or [])
-    if getattr(model, "_balancer", None) is not None and not any(isinstance(c, EpochHooks) for c in callbacks):
+    if getattr(model, "_multitask_step", None) is not None and not any(isinstance(c, EpochHooks) for c in callbacks):
         callbacks.insert(0, EpochHooks())
     chief = is_chief(strategy)
     callbacks = keras.callbacks.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0 and chief,

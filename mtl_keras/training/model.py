@@ -10,9 +10,10 @@ that `.keras` files load back as it. What it adds:
   metrics come from its kind (`mtl_keras.training.task_defaults`); a dict overrides single tasks, keras-hub style
   (`loss={"intensity": "huber"}`), and `loss_weights` defaults to each `Task.weight`.
 - `compile(..., weighting=..., gradient=...)`: a loss weighting (static by default, uncertainty, GradNorm, DWA, RLW,
-  FAMO) and a gradient method (PCGrad, CAGrad, MGDA-UB, IMTL-G, Nash-MTL, Aligned-MTL), by name or as objects; both
+  FAMO, GLS, STCH) and a gradient method (PCGrad, CAGrad, MGDA-UB, IMTL-G, Nash-MTL, Aligned-MTL, UPGrad,
+  DualProj), by name or as objects; both
   travel in the compile config, so a `.keras` file reloads with its method and the method's state (uncertainty's
-  log-variances, GradNorm's weights...). Training then runs `mtl_keras.training.balancing.Balancer`'s step; logs
+  log-variances, GradNorm's weights...). Training then runs `mtl_keras.training.step.MultiTaskStep`; logs
   gain `<task>_weight` and, with a gradient method, `cosine_<a>_<b>` (epoch means).
 - `fit(...)` shows, when verbose, the total loss and each task's loss and headline metric on one line
   (`mtl_keras.training.progress.TaskProgressBar`; every metric still goes to History and the callbacks).
@@ -50,11 +51,11 @@ from mtl_keras import keras_compat
 from mtl_keras.datasets.pipeline import check_model_inputs, prepare_arrays, prepare_columns
 from mtl_keras.distribute import is_multi_worker
 from mtl_keras.tasks import Task, as_task_dict
-from mtl_keras.training.balancing import Balancer, BalancingMonitor
 from mtl_keras.training.callbacks import EpochHooks, LossScaleCheck, StopOnNonFiniteLoss
 from mtl_keras.training.gradients import get_gradient_method
 from mtl_keras.training.loop import fit_distributed
 from mtl_keras.training.progress import TaskProgressBar
+from mtl_keras.training.step import BalancingMonitor, MultiTaskStep
 from mtl_keras.training.task_defaults import compile_arguments, is_auto
 from mtl_keras.training.weighting import get_weighting
 
@@ -147,7 +148,7 @@ class MultiTaskModel(keras.Model):
             jit_compile = False  # Keras' "auto" would compile with XLA on CPUs too
         super().compile(optimizer, loss, loss_weights, metrics, weighted_metrics, *args, jit_compile=jit_compile,
                         **kwargs)
-        self._balancer = None
+        self._multitask_step = None
         for name in ("weighting", "balancing_monitor"):
             keras_compat.forget_layer(self, getattr(self, name, None))
         if self._tasks is not None:
@@ -165,7 +166,7 @@ class MultiTaskModel(keras.Model):
         self.gradient_method = get_gradient_method(gradient)
         self.balancing_monitor = BalancingMonitor(name="balancing_monitor")
         self.balancing_monitor.build_for_tasks(task_names)
-        self._balancer = Balancer(self, losses, static, self.weighting, self.gradient_method,
+        self._multitask_step = MultiTaskStep(self, losses, static, self.weighting, self.gradient_method,
                                   self.balancing_monitor)
         _check_tracked(self, [*self.weighting.variables, *self.balancing_monitor.variables])
         keras_compat.update_compile_config(self, {"weighting": self.weighting, "gradient": self.gradient_method})
@@ -177,14 +178,14 @@ class MultiTaskModel(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def train_step(self, data):
-        if getattr(self, "_balancer", None) is None:
+        if getattr(self, "_multitask_step", None) is None:
             return super().train_step(data)
-        return self._balancer.train_step(self, data)
+        return self._multitask_step.train_step(self, data)
 
     def test_step(self, data):
-        if getattr(self, "_balancer", None) is None:
+        if getattr(self, "_multitask_step", None) is None:
             return super().test_step(data)
-        return self._balancer.test_step(self, data)
+        return self._multitask_step.test_step(self, data)
 
     def fit(self, x=None, y=None, *args, callbacks=None, loop: str = "auto", backup=None, masks=None,
             stop_on_nonfinite_loss: bool = True, **kwargs):
@@ -209,7 +210,7 @@ class MultiTaskModel(keras.Model):
                                         validation[2] if len(validation) == 3 else None)
             kwargs["validation_data"] = (vx, vy, vw)
         callbacks = list(callbacks or [])
-        if getattr(self, "_balancer", None) is not None:
+        if getattr(self, "_multitask_step", None) is not None:
             callbacks.insert(0, EpochHooks())
             if self.weighting.method_name == "static" and len(self.output) > 1:
                 callbacks.append(LossScaleCheck(list(self.output)))

@@ -82,7 +82,7 @@ class _Holder:
         self.value = value
 
 
-class Balancer:
+class MultiTaskStep:
     """Runs the training and evaluation steps of a compiled `MultiTaskModel` (see the module docstring)."""
 
     def __init__(self, model: keras.Model, losses: Mapping[str, object], loss_weights: Mapping[str, float],
