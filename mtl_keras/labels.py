@@ -20,9 +20,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from mtl_keras.tasks import Task, as_task_dict
-
-MISSING = -1
+from mtl_keras.tasks import MISSING, Task, as_task_dict
 
 
 class LabelError(ValueError):

@@ -40,20 +40,40 @@ class MaskedLoss(keras.losses.Loss):
     Args:
         loss: a loss name (`"mse"`), a `keras.losses.Loss` instance or a loss function.
         name: the loss' name.
+        class_weight: for labels that are class indices (one per example, or per pixel), one weight per class: each
+            example's (or pixel's) loss is multiplied by its class's weight before the mean, whose denominator stays
+            the count of labelled examples (as Keras' `class_weight` and scikit-learn weigh: weights of mean 1 over
+            the training labels, as "balanced" ones are, keep the loss on its unweighted scale).
+
+    Example with class weights (class 1 counts 3 times):
+
+    >>> loss = MaskedLoss("sparse_categorical_crossentropy", class_weight=[1.0, 3.0])
+    >>> import numpy as np
+    >>> unweighted = MaskedLoss("sparse_categorical_crossentropy")
+    >>> y, p = np.array([[0], [1]]), np.array([[0.8, 0.2], [0.4, 0.6]])
+    >>> round(float(loss(y, p)), 4), round(float((-np.log(0.8) + 3 * -np.log(0.6)) / 2), 4)
+    (0.8778, 0.8778)
     """
 
-    def __init__(self, loss="mse", name: str | None = None, dtype=None):
+    def __init__(self, loss="mse", name: str | None = None, dtype=None, class_weight=None):
         super().__init__(name=name or "masked_loss", reduction="mean_with_sample_weight", dtype=dtype)
         self.inner = _per_element(loss)
+        self.class_weight = None if class_weight is None else [float(w) for w in class_weight]
 
     def call(self, y_true, y_pred):
         values = self.inner(y_true, y_pred)
+        if self.class_weight is not None:
+            classes = ops.cast(y_true, "int32")
+            if len(classes.shape) == len(values.shape) + 1:  # (batch, 1) class indices, (batch,) losses
+                classes = ops.squeeze(classes, axis=-1)
+            values = values * ops.take(ops.convert_to_tensor(self.class_weight, values.dtype), classes)
         if len(values.shape) > 1:
             values = ops.mean(values, axis=tuple(range(1, len(values.shape))))
         return values
 
     def get_config(self):
-        return {"loss": keras.losses.serialize(self.inner), "name": self.name, "dtype": self.dtype}
+        return {"loss": keras.losses.serialize(self.inner), "name": self.name, "dtype": self.dtype,
+                "class_weight": self.class_weight}
 
     @classmethod
     def from_config(cls, config):

@@ -17,8 +17,9 @@ True
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import keras
@@ -28,6 +29,7 @@ from mtl_keras import losses as mtl_losses
 from mtl_keras import metrics as mtl_metrics
 
 MetricFactory = Callable[["Task"], keras.metrics.Metric]
+MISSING = -1  # the label value that marks an example without a label (`mtl_keras.labels`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,6 +236,11 @@ class Task:
         higher_is_better: direction of metrics that `HIGHER_IS_BETTER` does not know.
         background_class: for segmentation, the class id of the background: `mean_iou` then averages the other
             classes, and `background_iou` (a default metric then) reports the background's IoU apart.
+        class_weight: for tasks whose labels are class indices (binary, multiclass, segmentation): `{class: weight}`
+            (classes left out weigh 1) or `"balanced"` (n / (k n_c) from the training labels, computed when `fit`
+            starts; until then the loss is unweighted); each example's loss (each pixel's) is multiplied by its
+            class's weight (`mtl_keras.losses.MaskedLoss`). Keras' own `class_weight` does not work for
+            multi-output models.
     """
 
     name: str
@@ -246,6 +253,7 @@ class Task:
     class_names: Sequence[str] | None = None
     higher_is_better: dict[str, bool] | None = None
     background_class: int | None = None
+    class_weight: Mapping[int, float] | str | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -274,6 +282,7 @@ class Task:
         ):
             raise ValueError(f"Task {self.name!r}: background_class applies to segmentation tasks only, as a class "
                              f"id in [0, num_classes), got {self.background_class!r}.")
+        object.__setattr__(self, "class_weight", self._checked_class_weight())
         object.__setattr__(self, "metrics", None if self.metrics is None else tuple(self.metrics))
         object.__setattr__(self, "class_names", None if self.class_names is None else tuple(self.class_names))
         for metric in self.metrics or ():
@@ -282,6 +291,62 @@ class Task:
                     f"Task {self.name!r}: unknown metric {metric!r} for kind {self.kind!r}; "
                     f"known: {sorted(self.spec.all_metrics)}, or pass a keras.metrics.Metric."
                 )
+
+    def _checked_class_weight(self):
+        weights = self.class_weight
+        if weights is None:
+            return None
+        if not self.spec.sparse_labels:
+            raise ValueError(f"Task {self.name!r}: class_weight applies to tasks whose labels are class indices "
+                             f"({', '.join(k for k, s in KINDS.items() if s.sparse_labels)}), not {self.kind}.")
+        if isinstance(weights, str):
+            if weights != "balanced":
+                raise ValueError(f"Task {self.name!r}: class_weight must be 'balanced' or {{class: weight}}, got "
+                                 f"{weights!r}.")
+            return weights
+        try:
+            weights = {int(c): float(w) for c, w in dict(weights).items()}  # JSON turns class ids into strings
+        except (TypeError, ValueError):
+            raise ValueError(f"Task {self.name!r}: class_weight must be 'balanced' or {{class id: weight}}, got "
+                             f"{self.class_weight!r}.") from None
+        bad = {c: w for c, w in weights.items()
+               if not 0 <= c < self.num_classes_or_two or not (w > 0 and math.isfinite(w))}
+        if bad:
+            raise ValueError(f"Task {self.name!r}: class_weight needs class ids in [0, {self.num_classes_or_two}) "
+                             f"and finite weights > 0; got {bad}.")
+        return weights
+
+    @property
+    def class_weight_vector(self) -> list[float] | None:
+        """One weight per class (1 for a class `class_weight` leaves out); None without class weights."""
+        if self.class_weight is None:
+            return None
+        if self.class_weight == "balanced":
+            raise ValueError(f"Task {self.name!r}: class_weight='balanced' is computed from the training labels when "
+                             f"training starts (`fit`), or by `with_balanced_class_weight(labels)`.")
+        return [self.class_weight.get(c, 1.0) for c in range(self.num_classes_or_two)]
+
+    def with_balanced_class_weight(self, labels, mask=None) -> Task:
+        """This task with `class_weight="balanced"` replaced by weights from `labels` (its training labels, `-1` or
+        a False `mask` entry for missing ones): n / (k n_c) for the n labelled examples (pixels, for segmentation)
+        of k classes, n_c of class c, as scikit-learn's `compute_class_weight("balanced")`; 1 for a class with no
+        example. Other tasks come back unchanged.
+
+        >>> Task("mood", "multiclass", num_classes=3, class_weight="balanced").with_balanced_class_weight(
+        ...     [0, 0, 0, 1, -1, 2]).class_weight
+        {0: 0.5556, 1: 1.6667, 2: 1.6667}
+        """
+        if self.class_weight != "balanced":
+            return self
+        values = np.asarray(labels)
+        present = values != MISSING
+        if mask is not None:
+            present &= np.asarray(mask, bool).reshape((-1,) + (1,) * (values.ndim - 1))
+        counts = np.bincount(values[present].astype(np.int64).ravel(), minlength=self.num_classes_or_two)
+        if counts.sum() == 0:
+            raise ValueError(f"Task {self.name!r}: class_weight='balanced' needs labelled training examples; none.")
+        weights = {c: round(float(counts.sum() / (len(counts) * n)), 4) if n else 1.0 for c, n in enumerate(counts)}
+        return dataclasses.replace(self, class_weight=weights)
 
     @property
     def spec(self) -> KindSpec:
@@ -307,7 +372,9 @@ class Task:
     def build_loss(self) -> keras.losses.Loss:
         """A fresh loss for this task, reduced over the examples that carry a label."""
         base = self.spec.default_loss() if self.loss is None else self.loss
-        return mtl_losses.MaskedLoss(base, name=f"{self.name}_loss")
+        # "balanced" weights are set once fit has counted the training labels (`training/class_weights.py`).
+        weights = None if self.class_weight == "balanced" else self.class_weight_vector
+        return mtl_losses.MaskedLoss(base, name=f"{self.name}_loss", class_weight=weights)
 
     def build_metrics(self) -> list[keras.metrics.Metric]:
         """Fresh metric objects for this task (names as in the logs, without the task prefix)."""

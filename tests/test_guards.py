@@ -149,8 +149,8 @@ def test_a_task_in_large_units_is_named_at_the_first_step():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 2)).astype("float32")
     labels = {"hours": 40 + 10 * rng.normal(size=32).astype("float32"), "income": rng.integers(0, 2, 32)}
-    with pytest.warns(TaskLossScaleWarning, match=r"task 'hours''s weighted loss is \d+x task 'income''s .*"
-                                                  r"loss_weights=\{'hours': "):
+    with pytest.warns(TaskLossScaleWarning, match=r"the weighted loss of task 'hours' is \d+x that of task "
+                                                  r"'income' .*loss_weights=\{'hours': "):
         _two_task_model().fit(x, labels, batch_size=8, epochs=1, verbose=0)
     labels["hours"] = labels["hours"] / 40 - 1  # standardized: about the binary task's scale
     with warnings.catch_warnings():

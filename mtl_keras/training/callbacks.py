@@ -143,8 +143,9 @@ class LossScaleCheck(keras.callbacks.Callback):
         first = ", ".join(f"{name} {loss:.4g} (weight {weight:g})" for name, (loss, weight) in losses.items())
         matching = weighted[smallest] / losses[largest][0]
         warnings.warn(
-            f"At the first step, task {largest!r}'s weighted loss is {factor:.0f}x task {smallest!r}'s (first losses: "
-            f"{first}): {largest!r} will dominate the shared layers. Remedies: a smaller loss weight for it (e.g. "
-            f"loss_weights={{{largest!r}: {matching:.3g}}} puts it on {smallest!r}'s scale), a scale-free weighting "
-            f"(weighting='uncertainty' or 'gls'), or a target in smaller units (standardize a regression target).",
+            f"At the first step, the weighted loss of task {largest!r} is {factor:.0f}x that of task {smallest!r} "
+            f"(first losses: {first}): {largest!r} will dominate the shared layers. Remedies: a smaller loss weight "
+            f"for it (e.g. loss_weights={{{largest!r}: {matching:.3g}}} puts it on the scale of {smallest!r}), a "
+            f"scale-free weighting (weighting='uncertainty' or 'gls'), or a target in smaller units (standardize a "
+            f"regression target).",
             TaskLossScaleWarning, stacklevel=2)

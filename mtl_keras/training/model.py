@@ -52,6 +52,7 @@ from mtl_keras.datasets.pipeline import check_model_inputs, prepare_arrays, prep
 from mtl_keras.distribute import is_multi_worker
 from mtl_keras.tasks import Task, as_task_dict
 from mtl_keras.training.callbacks import EpochHooks, LossScaleCheck, StopOnNonFiniteLoss
+from mtl_keras.training.class_weights import resolve_balanced_class_weights
 from mtl_keras.training.gradients import get_gradient_method
 from mtl_keras.training.loop import fit_distributed
 from mtl_keras.training.progress import TaskProgressBar
@@ -201,6 +202,8 @@ class MultiTaskModel(keras.Model):
         if loop not in ("auto", "keras", "custom"):
             raise ValueError(f"loop must be 'auto', 'keras' or 'custom', got {loop!r}.")
         x, y, kwargs = self._checked_arrays(x, y, masks, kwargs)
+        resolve_balanced_class_weights(self, y, kwargs.get("sample_weight"),
+                                       x if isinstance(x, tf.data.Dataset) else None)
         if isinstance(kwargs.get("validation_data"), tuple) and self._tasks is not None:
             validation = kwargs["validation_data"]
             if len(validation) not in (2, 3):
