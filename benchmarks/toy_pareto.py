@@ -148,7 +148,9 @@ def plot(results: dict, trajectories: dict, path: str) -> None:
     total = toy_losses(tf.constant(mesh, tf.float32)).numpy().sum(axis=-1)
     front = toy_pareto_set()
     colors = plt.cm.viridis(np.linspace(0.0, 0.9, len(TOY_STARTS)))
-    figure, axes = plt.subplots(2, 4, figsize=(20, 10))
+    columns = 4
+    rows = -(-(len(results) + 1) // columns)  # a panel per method and one for the losses
+    figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 5 * rows), squeeze=False)
     for axis, name in zip(axes.flat, results, strict=False):
         axis.contourf(grid, grid, total, levels=30, cmap="Greys", alpha=0.6)
         axis.plot(front[:, 0], front[:, 1], color="crimson", linewidth=4, label="Pareto set")

@@ -20,8 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 MAX_TASKS = 12  # 4,096 systems of 12 x 12 per projection: still cheap next to one backward pass
-# Feasibility tolerance, relative to the Gram matrix's scale (its largest diagonal entry).
+# Feasibility tolerance and ridge, relative to the Gram matrix's scale (its largest diagonal entry).
 TOLERANCE = 1e-5
+RIDGE = 1e-7
 
 
 def check_task_count(method: str, num_tasks: int) -> None:
@@ -38,9 +39,13 @@ def project_weights(gram: tf.Tensor, lower: tf.Tensor) -> tf.Tensor:
     gram = gram / scale  # a scale-free problem: the same solution, a meaningful tolerance
     free = subsets[:, :, None] * subsets[:, None, :]  # [S, T, T]
     # On the free set: G_SS v_S = -(G u)_S; elsewhere v = 0 (the identity rows).
-    systems = free * gram[None] + tf.linalg.diag(1.0 - subsets)
+    # A tiny ridge on the free block keeps a singular G_SS (parallel gradients) solvable; a set whose system has no
+    # exact solution then gets a large one, which fails the stationarity check below. `solve`, not `pinv`: it also
+    # runs vectorized over many problems (`tf.vectorized_map`) and under XLA.
+    systems = free * (gram[None] + RIDGE * tf.eye(num_tasks)) + tf.linalg.diag(1.0 - subsets)
     rhs = -subsets[None, :, :] * tf.matmul(lower, gram)[:, None, :]  # [K, S, T]
-    excess = tf.einsum("sij,ksj->ksi", tf.linalg.pinv(systems), rhs)  # v = w - u, [K, S, T]
+    # v = w - u, [K, S, T]: one solve per set, the K right-hand sides as its columns
+    excess = tf.transpose(tf.linalg.solve(systems, tf.transpose(rhs, [1, 2, 0])), [2, 0, 1])
     weights = lower[:, None, :] + excess
     multipliers = tf.einsum("ij,ksj->ksi", gram, weights)  # G w: >= 0 where a weight sits on its bound
     on_bound = subsets[None] == 0.0
