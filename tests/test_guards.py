@@ -158,3 +158,6 @@ def test_a_task_in_large_units_is_named_at_the_first_step():
         _two_task_model().fit(x, labels, batch_size=8, epochs=1, verbose=0)
         labels["hours"] = labels["hours"] * 40 + 40
         _two_task_model("uncertainty").fit(x, labels, batch_size=8, epochs=1, verbose=0)  # not static: no check
+        chosen = _two_task_model()
+        chosen.compile(optimizer="adam", loss_weights={"hours": 0.001})  # weights set apart: the user's choice
+        chosen.fit(x, labels, batch_size=8, epochs=1, verbose=0)

@@ -109,9 +109,10 @@ class TaskLossScaleWarning(UserWarning):
 
 
 class LossScaleCheck(keras.callbacks.Callback):
-    """After the first training batch, warns (`TaskLossScaleWarning`) when one task's weighted loss is more than
-    `ratio` times another's: under static weights, the larger task then dominates the shared layers' gradients,
-    often only because its target is in larger units (a regression target in hours, say). The warning gives every
+    """After the first training batch, warns (`TaskLossScaleWarning`) when, under equal static weights, one task's
+    loss is more than `ratio` times another's: the larger task then dominates the shared layers' gradients, often
+    only because its target is in larger units (a regression target in hours, say). Weights that differ are taken as
+    chosen with the scales in mind: no warning then. The warning gives every
     task's first loss and the remedies. `MultiTaskModel.fit` adds it under static weighting; filter the warning class
     to silence it.
     """
@@ -134,8 +135,8 @@ class LossScaleCheck(keras.callbacks.Callback):
                   for name in self.task_names if f"{name}_loss" in logs}
         weighted = {name: loss * weight for name, (loss, weight) in losses.items()
                     if math.isfinite(loss * weight) and loss * weight > 0}
-        if len(weighted) < 2:
-            return
+        if len(weighted) < 2 or len({weight for _, weight in losses.values()}) > 1:
+            return  # weights the user chose apart have been set with the scales in mind
         largest, smallest = max(weighted, key=weighted.get), min(weighted, key=weighted.get)
         factor = weighted[largest] / weighted[smallest]
         if factor <= self.ratio:
