@@ -273,3 +273,15 @@ def test_task_losses_inside_a_replica_are_the_steps_share_of_the_global_mean(two
     for name in ("a", "b"):  # the replicas' shares add up to the global masked mean, not a mean of two means
         total = two_replicas.reduce(tf.distribute.ReduceOp.SUM, shares[name], axis=None)
         assert float(total) == pytest.approx(expected[name], rel=1e-5)
+
+
+@pytest.mark.parametrize("gradient", ["upgrad", "dualproj"])
+def test_a_dual_cone_step_with_an_overflowing_task_is_skipped(gradient):
+    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(LR), initial_scale=2.0**10)
+    model = _compiled(gradient=gradient, optimizer=optimizer)
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    labels = {"a": Y["a"], "b": np.full_like(Y["b"], 1e30)}  # task b's loss and gradient overflow
+    model.fit(X, labels, batch_size=8, epochs=1, verbose=0, stop_on_nonfinite_loss=False)
+    for expected, actual in zip(before, model.trainable_weights, strict=True):
+        np.testing.assert_array_equal(actual.numpy(), expected)  # skipped, not crashed
+    assert float(optimizer.dynamic_scale.numpy()) == 2.0**9

@@ -182,6 +182,16 @@ def _dual_cone_projection(gradients, vector):
     return vector + gradients.T @ excess
 
 
+def test_dual_cone_methods_take_parallel_and_zero_gradients():
+    for gradients in ([[1.0, 0.0], [2.0, 0.0]], [[1.0, 0.0], [0.0, 0.0]], [[1.0, 2.0], [1.0, 2.0], [-1.0, -2.0]]):
+        gradients = np.array(gradients, np.float32)
+        for method in (UPGrad(), DualProj()):
+            update = _update(method, gradients)
+            assert np.all(np.isfinite(update)) and np.all(gradients @ update >= -1e-5), (method, gradients, update)
+    opposite = np.array([[1.0, 2.0], [-1.0, -2.0]], np.float32)  # the dual cone is the line orthogonal to them
+    np.testing.assert_allclose(_update(UPGrad(), opposite), 0.0, atol=1e-5)
+
+
 def test_upgrad_and_dualproj_of_two_gradients_by_hand():
     g1, g2 = np.array([1.0, 0.0]), np.array([-1.0, 1.0])  # conflicting: UPGrad is half of PCGrad's update
     np.testing.assert_allclose(_update(UPGrad(), [g1, g2]), _update(PCGrad(), [g1, g2]) / 2, atol=1e-6)
@@ -205,9 +215,15 @@ def test_upgrad_and_dualproj_match_an_independent_solver(tasks, seed):
         assert np.all(gradients @ update >= -1e-5), (method, gradients @ update)  # no task's loss rises
 
 
-def test_dual_cone_methods_fail_loudly_rather_than_guess():
+def test_dual_cone_methods_fail_loudly_rather_than_guess(monkeypatch):
+    from mtl_keras.training.gradients import dual_cone
+
+    # A non-finite gradient gives a non-finite update (loss scaling then skips the step), not an error.
+    assert np.all(np.isnan(UPGrad().coefficients(tf.constant([[1.0, np.nan], [np.nan, 1.0]]), STEP).numpy()))
+    assert np.all(np.isnan(DualProj().coefficients(tf.constant([[np.inf, 0.0], [0.0, 1.0]]), STEP).numpy()))
+    monkeypatch.setattr(dual_cone, "TOLERANCE", -1.0)  # no set can satisfy the conditions now
     with pytest.raises(tf.errors.InvalidArgumentError, match="no set of tasks satisfies"):
-        UPGrad().coefficients(tf.constant([[1.0, np.nan], [np.nan, 1.0]]), STEP)
+        UPGrad().coefficients(tf.constant([[1.0, 0.0], [0.0, 1.0]]), STEP)
     with pytest.raises(ValueError, match="up to 12 tasks; got 13"):
         DualProj().coefficients(tf.eye(13), STEP)
 

@@ -9,7 +9,8 @@ The problem is a small quadratic programme with a box constraint. It is solved e
 set S of tasks where w exceeds u, w_S solves G_SS (w - u)_S = -(G u)_S; the solution is the set whose w is feasible
 and whose multipliers (G w outside S) are >= 0. Every set of up to `MAX_TASKS` tasks is tried at once, as one
 batched solve (2^T systems of size T); no iterative solver, so nothing to converge, and no silent fallback: a step
-where no set satisfies the conditions (which exact arithmetic rules out) fails with a message.
+where no set satisfies the conditions (which exact arithmetic rules out) fails with a message, and non-finite
+gradients give a non-finite update (which loss scaling skips).
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ def project_weights(gram: tf.Tensor, lower: tf.Tensor) -> tf.Tensor:
     onto the dual cone of the gradients."""
     num_tasks = gram.shape[0]
     subsets = tf.constant(list(itertools.product([0.0, 1.0], repeat=num_tasks)), tf.float32)  # [S, T], 1 = free
+    # A non-finite gradient (an overflow under loss scaling) must give a non-finite update, which the optimizer's
+    # loss scaling skips: the solve runs on a harmless matrix and the result is NaN.
+    finite = tf.reduce_all(tf.math.is_finite(gram))
+    gram = tf.where(finite, gram, tf.eye(num_tasks))
     scale = tf.maximum(tf.reduce_max(tf.linalg.diag_part(gram)), 1e-30)
     gram = gram / scale  # a scale-free problem: the same solution, a meaningful tolerance
     free = subsets[:, :, None] * subsets[:, None, :]  # [S, T, T]
@@ -50,13 +55,14 @@ def project_weights(gram: tf.Tensor, lower: tf.Tensor) -> tf.Tensor:
     multipliers = tf.einsum("ij,ksj->ksi", gram, weights)  # G w: >= 0 where a weight sits on its bound
     on_bound = subsets[None] == 0.0
     # KKT: w >= u; the multipliers G w are >= 0 where w sits on its bound and 0 where it is free (stationarity,
-    # which a set whose system has no exact solution fails: pinv then gives only a least-squares answer).
+    # which a set whose singular system has no exact solution fails: the ridge then gives it a large answer).
     feasible = tf.reduce_all((excess >= -TOLERANCE)
                              & tf.where(on_bound, multipliers >= -TOLERANCE, tf.abs(multipliers) <= TOLERANCE), -1)
     objective = tf.einsum("ksi,ij,ksj->ks", weights, gram, weights)
     objective = tf.where(feasible, objective, np.inf)
     tf.debugging.assert_equal(tf.reduce_all(tf.reduce_any(feasible, axis=1)), True, message=(
-        "dual-cone projection: no set of tasks satisfies the optimality conditions (a Gram matrix with NaN or "
-        "infinite entries?)"))
+        "dual-cone projection: no set of tasks satisfies the optimality conditions (numerically: a Gram matrix "
+        "too ill-conditioned for float32)"))
     best = tf.argmin(objective, axis=1)
-    return tf.gather(weights, best, axis=1, batch_dims=1)
+    projected = tf.gather(weights, best, axis=1, batch_dims=1)
+    return tf.where(finite, projected, tf.fill(tf.shape(projected), np.nan))
