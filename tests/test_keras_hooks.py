@@ -72,7 +72,7 @@ def test_a_compiled_model_has_the_attributes_the_train_step_and_compile_use():
     monitor = model.balancing_monitor
     assert any(variable is monitor.steps for variable in model.weights), (
         f"Keras {keras.__version__} does not track a layer set on a built model (training/model.py relies on it "
-        f"for the weighting's and the monitor's variables; Keras 3.5 to 3.14 do not)")
+        f"for the weighting's and the monitor's variables; Keras 3.7 and 3.9 to 3.14 do not)")
     keras_compat.forget_layer(model, monitor)
     assert monitor not in model._layers and not any(variable is monitor.steps for variable in model.weights)
 
