@@ -112,9 +112,8 @@ class LossScaleCheck(keras.callbacks.Callback):
     """After the first training batch, warns (`TaskLossScaleWarning`) when, under equal static weights, one task's
     loss is more than `ratio` times another's: the larger task then dominates the shared layers' gradients, often
     only because its target is in larger units (a regression target in hours, say). Weights that differ are taken as
-    chosen with the scales in mind: no warning then. The warning gives every
-    task's first loss and the remedies. `MultiTaskModel.fit` adds it under static weighting; filter the warning class
-    to silence it.
+    chosen with the scales in mind: no warning then. The warning gives every task's first loss and the remedies.
+    `MultiTaskModel.fit` adds it under static weighting; filter the warning class to silence it.
     """
 
     async_safe = True  # reads the logs only
