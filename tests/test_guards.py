@@ -152,6 +152,9 @@ def test_a_task_in_large_units_is_named_at_the_first_step():
     with pytest.warns(TaskLossScaleWarning, match=r"the weighted loss of task 'hours' is \d+x that of task "
                                                   r"'income' .*loss_weights=\{'hours': "):
         _two_task_model().fit(x, labels, batch_size=8, epochs=1, verbose=0)
+    with pytest.warns(TaskLossScaleWarning, match="'hours'"):  # our loop (jobs with backups, multi-worker) too
+        _two_task_model().fit(make_dataset(x, labels, _two_task_model().tasks, batch_size=8), epochs=1, verbose=0,
+                              loop="custom")
     labels["hours"] = labels["hours"] / 40 - 1  # standardized: about the binary task's scale
     with warnings.catch_warnings():
         warnings.simplefilter("error", TaskLossScaleWarning)

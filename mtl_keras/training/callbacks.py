@@ -149,3 +149,18 @@ class LossScaleCheck(keras.callbacks.Callback):
             f"scale-free weighting (weighting='uncertainty' or 'gls'), or a target in smaller units (standardize a "
             f"regression target).",
             TaskLossScaleWarning, stacklevel=2)
+
+
+def with_multitask_callbacks(model, callbacks) -> list:
+    """`callbacks` with what a compiled `MultiTaskModel`'s training needs in front (`EpochHooks`) and, under equal
+    static weights, `LossScaleCheck` at the end; each only once, so that `fit` and our loop (which `fit` may call)
+    can both ask."""
+    callbacks = list(callbacks or [])
+    if getattr(model, "_multitask_step", None) is None:
+        return callbacks
+    if not any(isinstance(c, EpochHooks) for c in callbacks):
+        callbacks.insert(0, EpochHooks())
+    if (model.weighting.method_name == "static" and len(model.output) > 1
+            and not any(isinstance(c, LossScaleCheck) for c in callbacks)):
+        callbacks.append(LossScaleCheck(list(model.output)))
+    return callbacks

@@ -56,7 +56,7 @@ import tensorflow as tf
 from mtl_keras import keras_compat
 from mtl_keras.distribute import is_chief, is_multi_worker
 from mtl_keras.training.backup import ResumePoint, TrainingBackup
-from mtl_keras.training.callbacks import EpochHooks
+from mtl_keras.training.callbacks import with_multitask_callbacks
 from mtl_keras.training.class_weights import resolve_balanced_class_weights
 
 SUM = tf.distribute.ReduceOp.SUM
@@ -99,9 +99,7 @@ def fit_distributed(
     val_data = None if validation_data is None else _distribute(strategy, validation_data)
     val_steps = None if validation_data is None else _known_steps(validation_data)
 
-    callbacks = list(callbacks or [])
-    if getattr(model, "_multitask_step", None) is not None and not any(isinstance(c, EpochHooks) for c in callbacks):
-        callbacks.insert(0, EpochHooks())
+    callbacks = with_multitask_callbacks(model, callbacks)
     chief = is_chief(strategy)
     callbacks = keras.callbacks.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0 and chief,
                                              verbose=verbose if chief else 0, epochs=epochs, steps=steps, model=model)

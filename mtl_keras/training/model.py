@@ -51,7 +51,7 @@ from mtl_keras import keras_compat
 from mtl_keras.datasets.pipeline import check_model_inputs, prepare_arrays, prepare_columns
 from mtl_keras.distribute import is_multi_worker
 from mtl_keras.tasks import Task, as_task_dict
-from mtl_keras.training.callbacks import EpochHooks, LossScaleCheck, StopOnNonFiniteLoss
+from mtl_keras.training.callbacks import StopOnNonFiniteLoss, with_multitask_callbacks
 from mtl_keras.training.class_weights import resolve_balanced_class_weights
 from mtl_keras.training.gradients import get_gradient_method
 from mtl_keras.training.loop import fit_distributed
@@ -212,11 +212,7 @@ class MultiTaskModel(keras.Model):
             vx, vy, vw = prepare_arrays(self, validation[0], validation[1], None,
                                         validation[2] if len(validation) == 3 else None)
             kwargs["validation_data"] = (vx, vy, vw)
-        callbacks = list(callbacks or [])
-        if getattr(self, "_multitask_step", None) is not None:
-            callbacks.insert(0, EpochHooks())
-            if self.weighting.method_name == "static" and len(self.output) > 1:
-                callbacks.append(LossScaleCheck(list(self.output)))
+        callbacks = with_multitask_callbacks(self, callbacks)
         guard = None
         if stop_on_nonfinite_loss and not any(isinstance(c, StopOnNonFiniteLoss) for c in callbacks):
             guard = StopOnNonFiniteLoss()
