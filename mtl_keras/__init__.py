@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 
 # First, before anything imports TensorFlow: a quiet start-up for the `mtl-keras` command (see the module).
 import mtl_keras._startup  # noqa: F401, I001
+from mtl_keras.backbones import ImagePreprocessing, PretrainedTrunk, load_trunk, save_trunk
 from mtl_keras.builders import (
     attach_heads,
     attach_shared_heads,
@@ -122,8 +123,8 @@ __all__ = [
     "CrossStitchUnit",
     "DEFAULT_SEED",
     "DWA",
-    "DualProj",
     "DenseStack",
+    "DualProj",
     "ExactMatch",
     "FAMO",
     "Feature",
@@ -133,9 +134,10 @@ __all__ = [
     "GradNorm",
     "GradientMethod",
     "HIGHER_IS_BETTER",
-    "HistogramAUC",
     "HardSharing",
+    "HistogramAUC",
     "IMTLG",
+    "ImagePreprocessing",
     "InputError",
     "KINDS",
     "LabelError",
@@ -154,6 +156,7 @@ __all__ = [
     "PLE",
     "PearsonR",
     "PixelAccuracy",
+    "PretrainedTrunk",
     "RandomLossWeighting",
     "SegmentationIoU",
     "SharingLayer",
@@ -205,6 +208,7 @@ __all__ = [
     "load_multifashion",
     "load_saved_model",
     "load_scenes",
+    "load_trunk",
     "load_vader",
     "load_vader_lexicon",
     "local_cluster",
@@ -214,6 +218,7 @@ __all__ = [
     "make_text_dataset",
     "prepare_labels",
     "roc_auc",
+    "save_trunk",
     "sentiment_token_features",
     "serving_signature",
     "set_global_seed",

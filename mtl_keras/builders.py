@@ -12,12 +12,13 @@ from collections.abc import Mapping, Sequence
 import keras
 import numpy as np
 
+from mtl_keras.backbones import make_trunk
 from mtl_keras.datasets.features import Feature, input_names
 from mtl_keras.datasets.pipeline import as_text_array
 from mtl_keras.datasets.tokenization import build_vocabulary, split_graph, standardize_graph
 from mtl_keras.encoders.tabular import encode_features, feature_inputs
 from mtl_keras.encoders.text import get_text_encoder
-from mtl_keras.encoders.vision import check_image_shape, vision_trunk
+from mtl_keras.encoders.vision import BACKBONES, check_image_shape, conv_block, vision_trunk
 from mtl_keras.heads import TaskHead
 from mtl_keras.sharing import SharingLayer, TaskCascade, attach_cascade_heads, check_sharing_options, get_sharing
 from mtl_keras.tasks import Task, as_task_dict
@@ -100,6 +101,12 @@ def build_text_model(
     sharing: str | SharingLayer = "hard",
     sharing_options: Mapping | None = None,
     cascade: TaskCascade | None = None,
+    backbone=None,
+    preprocessor=None,
+    pooling: str = "auto",
+    freeze_backbone: bool | int = False,
+    unfreeze_from: str | None = None,
+    lora_rank: int | None = None,
     name: str = "text_multitask",
 ) -> keras.Model:
     """A multi-task text model: raw strings in, one output per task out.
@@ -126,6 +133,18 @@ def build_text_model(
             is the shared part), `"soft"`, `"cross_stitch"`, `"mmoe"`, `"ple"`, `"mtan"`, `"cascade"`, or a layer.
         sharing_options: arguments of the sharing layer named by `sharing`.
         cascade: chain the heads (`mtl_keras.TaskCascade`).
+        backbone: a pretrained trunk instead of ours (`mtl_keras.backbones`): a keras-hub preset name (e.g.
+            `"bert_tiny_en_uncased"`, downloaded once) or folder, a `keras_hub.models.Backbone` (with
+            `preprocessor=`), or a folder from `save_trunk`. Its tokenizer goes inside the model, so the model and
+            its SavedModel still take raw strings; `texts`, `vocabulary`, `encoder` and the embedding arguments
+            are then not used (`max_length` is the preprocessor's sequence length).
+        preprocessor: the keras-hub text preprocessor of a `backbone` given as an object.
+        pooling: how a backbone's token outputs become one vector (`PretrainedTrunk`: `"auto"`, `"pooled"`,
+            `"first"`, `"mean"`).
+        freeze_backbone: `True` (frozen throughout), `False`, or a number of epochs to keep it frozen.
+        unfreeze_from: the backbone's first layer to train once unfrozen (earlier layers stay frozen).
+        lora_rank: train low-rank adapters on the backbone's attention layers (keras-hub's `enable_lora`) and
+            nothing else of it.
         name: the model's name.
 
     Example:
@@ -141,6 +160,16 @@ def build_text_model(
     (1, 3)
     """
     tasks = list(as_task_dict(tasks, input_names=["text"]).values())
+    if backbone is not None:
+        if texts is not None or vocabulary is not None:
+            raise ValueError("build_text_model: a backbone brings its own tokenizer; give either backbone= or "
+                             "texts=/vocabulary=, not both.")
+        inputs = keras.Input(shape=(), dtype="string", name="text")
+        trunk = make_trunk("text", backbone, preprocessor, sequence_length=max_length, pooling=pooling,
+                           freeze=freeze_backbone, unfreeze_from=unfreeze_from, lora_rank=lora_rank)
+        shared = keras.layers.Dropout(dropout, name="shared_dropout")(trunk(inputs))
+        outputs = attach_shared_heads(shared, tasks, sharing, sharing_options, cascade, head_hidden_units, dropout)
+        return MultiTaskModel(inputs, outputs, tasks=tasks, name=name)
     if (texts is None) == (vocabulary is None):
         raise ValueError("build_text_model: give exactly one of `texts` (to build the vocabulary) or `vocabulary`.")
     if vocabulary is None:
@@ -240,6 +269,11 @@ def build_vision_model(
     normalization: str | None = "batch",
     head_hidden_units: Sequence[int] = (64,),
     dropout: float = 0.1,
+    backbone_weights: str | None = "imagenet",
+    preprocessor=None,
+    freeze_backbone: bool | int = False,
+    unfreeze_from: str | None = None,
+    lora_rank: int | None = None,
     name: str = "vision_multitask",
 ) -> keras.Model:
     """A multi-task image model: raw uint8 images in, one output per task out.
@@ -251,14 +285,22 @@ def build_vision_model(
     Args:
         tasks: the tasks (their names key the outputs); any mix of kinds.
         image_shape: `(height, width, channels)` of the images.
-        backbone: `"unet"` (encoder-decoder with skip connections) or `"cnn"` (the encoder alone; segmentation from
-            its bottleneck upsampled).
+        backbone: `"unet"` (encoder-decoder with skip connections), `"cnn"` (the encoder alone; segmentation from
+            its bottleneck upsampled), or a pretrained trunk (`mtl_keras.backbones`): a keras-hub image preset name
+            or folder (e.g. `"resnet_18_imagenet"`), `"applications:<Name>"` (e.g. `"applications:ResNet50V2"`:
+            `keras.applications` without its top, with `backbone_weights`), or such a model. Its own input
+            scaling goes inside the model (uint8 in still; grey images are repeated to RGB); segmentation heads
+            read its last feature map resized to the input's size.
         filters: widths of the encoder stages; each stage after the first halves the resolution.
         location_channels: width of the bottleneck projection kept, flattened, beside its global average.
         normalization: `"batch"` (default), `"synchronized"` (batch statistics over all replicas under
             tf.distribute: the same updates as one device) or `None`.
         head_hidden_units: hidden widths of the heads of pooled tasks (segmentation heads are 1x1 convolutions).
         dropout: dropout on the pooled features and in those heads.
+        backbone_weights: the weights of an `"applications:<Name>"` backbone (`"imagenet"`, None for random).
+        preprocessor: the input scaling of a backbone given as a model (an `ImagePreprocessing` or a keras-hub
+            `ImageConverter`), where it cannot be told from the model.
+        freeze_backbone, unfreeze_from, lora_rank: fine-tuning a pretrained backbone, as in `build_text_model`.
         name: the model's name.
 
     Example:
@@ -271,6 +313,10 @@ def build_vision_model(
     {'mask': (2, 16, 16, 3), 'kind': (2, 4)}
     """
     tasks = list(as_task_dict(tasks, input_names=["image"]).values())
+    if not (isinstance(backbone, str) and backbone in BACKBONES):
+        return _pretrained_vision_model(tasks, image_shape, backbone, backbone_weights, preprocessor,
+                                        freeze_backbone, unfreeze_from, lora_rank, filters[0], normalization,
+                                        head_hidden_units, dropout, name)
     image_shape = check_image_shape(image_shape, filters)
     inputs = keras.Input(shape=image_shape, dtype="uint8", name="image")
     images = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
@@ -282,6 +328,43 @@ def build_vision_model(
     for task in tasks:
         if task.spec.pixel_labels:
             outputs[task.name] = TaskHead.for_task(task)(features.pixels)
+        else:
+            outputs[task.name] = TaskHead.for_task(task, hidden_units=head_hidden_units, dropout=dropout)(pooled)
+    return MultiTaskModel(inputs, outputs, tasks=tasks, name=name)
+
+
+def _pretrained_vision_model(tasks, image_shape, backbone, weights, preprocessor, freeze, unfreeze_from, lora_rank,
+                             pixel_filters, normalization, head_hidden_units, dropout, name):
+    """`build_vision_model` on a pretrained trunk: uint8 -> float [0, 255] (RGB) -> the backbone's own scaling and
+    the backbone -> pooled features for image-level heads, the last feature map resized for per-pixel ones."""
+    image_shape = check_image_shape(image_shape, [1])
+    trunk = make_trunk("image", backbone, preprocessor, image_shape=image_shape, weights=weights, freeze=freeze,
+                       unfreeze_from=unfreeze_from, lora_rank=lora_rank)
+    inputs = keras.Input(shape=image_shape, dtype="uint8", name="image")
+    pixels = keras.layers.Rescaling(1.0, name="as_float")(inputs)  # [0, 255]: each backbone scales its own way
+    wanted = trunk.backbone.input.shape[-1] if not isinstance(trunk.backbone.input, dict) else 3
+    if image_shape[-1] == 1 and wanted == 3:
+        pixels = keras.layers.Concatenate(name="grey_to_rgb")([pixels, pixels, pixels])
+    elif image_shape[-1] != wanted:
+        raise ValueError(f"build_vision_model: backbone {trunk.backbone.name!r} takes {wanted} channels, the images "
+                         f"have {image_shape[-1]}.")
+    features = trunk(pixels)
+    if len(features.shape) != 4:
+        raise ValueError(f"build_vision_model: backbone {trunk.backbone.name!r} gives features of shape "
+                         f"{tuple(features.shape)}, not a (batch, height, width, channels) map.")
+    pooled = keras.layers.Concatenate(name="pooled")([
+        keras.layers.GlobalAveragePooling2D(name="backbone_average")(features),
+        keras.layers.GlobalMaxPooling2D(name="backbone_maximum")(features)])
+    pooled = keras.layers.Dropout(dropout, name="pooled_dropout")(pooled)
+    outputs = {}
+    per_pixel = None
+    for task in tasks:
+        if task.spec.pixel_labels:
+            if per_pixel is None:
+                resized = keras.layers.Resizing(image_shape[0], image_shape[1], interpolation="bilinear",
+                                                name="pixels_resized")(features)
+                per_pixel = conv_block(resized, pixel_filters, "pixels", 1, normalization)
+            outputs[task.name] = TaskHead.for_task(task)(per_pixel)
         else:
             outputs[task.name] = TaskHead.for_task(task, hidden_units=head_hidden_units, dropout=dropout)(pooled)
     return MultiTaskModel(inputs, outputs, tasks=tasks, name=name)

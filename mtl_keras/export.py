@@ -136,6 +136,12 @@ def _as_float32(value):
 def load_saved_model(path: str | os.PathLike):
     """The exported SavedModel; call `.serve(inputs)` for a dict of task outputs. Needs no mtl_keras code.
 
-    Keep the returned object alive while using `.serve`: its variables belong to it.
+    Keep the returned object alive while using `.serve`: its variables belong to it. A model on a keras-hub text
+    backbone runs tensorflow-text ops (its tokenizer): they are registered here when tensorflow-text is installed;
+    elsewhere (TF Serving, your own process) `import tensorflow_text` before loading.
     """
+    try:
+        import tensorflow_text  # noqa: F401  (registers the tokenizers' ops, where a SavedModel needs them)
+    except ImportError:
+        pass
     return tf.saved_model.load(str(path))

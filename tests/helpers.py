@@ -79,6 +79,10 @@ def fit_on_one_device_and_mirrored(build, tasks, dataset, strategy, learning_rat
 _SERVE_SCRIPT = textwrap.dedent("""
     import contextlib, io, json, sys
     import numpy as np, tensorflow as tf
+    try:
+        import tensorflow_text  # a keras-hub tokenizer's ops, as a serving process of such a model registers them
+    except ImportError:
+        pass
     models, show = json.loads(sys.stdin.read())
     results = []
     for path, rows in models:

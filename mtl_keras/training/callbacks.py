@@ -7,6 +7,8 @@ import warnings
 
 import keras
 
+from mtl_keras.backbones.trunk import pretrained_trunks
+
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
@@ -93,11 +95,15 @@ class MeanRelativeValidationLoss(keras.callbacks.Callback):
 
 
 class EpochHooks(keras.callbacks.Callback):
-    """Calls the weighting's epoch-level update (DWA) and restarts the epoch means of the balancing logs."""
+    """Calls the weighting's epoch-level update (DWA), restarts the epoch means of the balancing logs, and applies
+    pretrained backbones' fine-tuning schedules (`PretrainedTrunk.set_epoch`: unfrozen after N epochs, also when a
+    training resumes past them)."""
 
     def on_epoch_begin(self, epoch, logs=None):
         if getattr(self.model, "_multitask_step", None) is not None:
             self.model.balancing_monitor.reset()
+        if any([trunk.set_epoch(epoch) for trunk in pretrained_trunks(self.model)]):
+            self.model.make_train_function(force=True)  # as Keras asks after a change of `trainable`
 
     def on_epoch_end(self, epoch, logs=None):
         if getattr(self.model, "_multitask_step", None) is not None:

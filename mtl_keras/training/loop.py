@@ -105,6 +105,9 @@ def fit_distributed(
                                              verbose=verbose if chief else 0, epochs=epochs, steps=steps, model=model)
     previous_train_function = getattr(model, "train_function", None)
     model.train_function = _step_function(model, model.train_step)
+    # `model.make_train_function(force=True)` (what Keras asks for after a change of `trainable` during training)
+    # then rebuilds this loop's function, not Keras' (see `MultiTaskModel.make_train_function`).
+    model._loop_train_function = lambda: _step_function(model, model.train_step)
     test_function = _step_function(model, model.test_step)
     read_metrics = _metrics_reader(model)
     model.stop_training = False
@@ -146,6 +149,7 @@ def fit_distributed(
         callbacks.on_train_end(logs=training_logs)
     finally:
         model.train_function = previous_train_function
+        model._loop_train_function = None
     return model.history
 
 

@@ -48,6 +48,7 @@ import keras
 import tensorflow as tf
 
 from mtl_keras import keras_compat
+from mtl_keras.backbones.trunk import pretrained_trunks
 from mtl_keras.datasets.pipeline import check_model_inputs, prepare_arrays, prepare_columns
 from mtl_keras.distribute import is_multi_worker
 from mtl_keras.tasks import Task, as_task_dict
@@ -170,7 +171,30 @@ class MultiTaskModel(keras.Model):
         self._multitask_step = MultiTaskStep(self, losses, static, self.weighting, self.gradient_method,
                                   self.balancing_monitor)
         _check_tracked(self, [*self.weighting.variables, *self.balancing_monitor.variables])
+        self._build_optimizer_for_schedules()
         keras_compat.update_compile_config(self, {"weighting": self.weighting, "gradient": self.gradient_method})
+
+    def make_train_function(self, force=False):
+        """Keras' `make_train_function`; while our loop (`fit_distributed`) runs, it rebuilds the loop's function.
+        Keras asks for `make_train_function(force=True)` after a callback changes which layers train."""
+        factory = getattr(self, "_loop_train_function", None)
+        if factory is None:
+            return super().make_train_function(force=force)
+        if force or self.train_function is None:
+            self.train_function = factory()
+        return self.train_function
+
+    def _build_optimizer_for_schedules(self):
+        """Builds the optimizer for every variable a backbone's fine-tuning schedule will train (`PretrainedTrunk`):
+        a Keras optimizer only updates the variables it was built with."""
+        trunks = [trunk for trunk in pretrained_trunks(self) if trunk.scheduled]
+        if not trunks or getattr(self, "optimizer", None) is None or self.optimizer.built:
+            return
+        variables = {id(v): v for v in self.trainable_variables}
+        for trunk in trunks:
+            variables.update({id(v): v for v in trunk.scheduled_variables()})
+        with self.distribute_strategy.scope():
+            self.optimizer.build(list(variables.values()))
 
     def compile_from_config(self, config):
         config = keras.saving.deserialize_keras_object(config)

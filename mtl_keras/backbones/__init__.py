@@ -1,0 +1,35 @@
+"""Pretrained trunks: keras-hub presets, `keras.applications` models and mtl_keras' own saved trunks as the shared
+part of a multi-task model (`build_text_model(..., backbone=...)`, `build_vision_model(..., backbone=...)`).
+
+- `hub`: loading backbones (keras-hub stays optional: `pip install -e ".[hub]"`);
+- `trunk`: `PretrainedTrunk`, the layer that holds a backbone, its preprocessing and its fine-tuning schedule;
+- `image_preprocessing`: `keras.applications` input scalings as a layer;
+- `transfer`: `save_trunk` / `load_trunk`, a trained model's shared part as a reusable preset folder.
+"""
+
+from __future__ import annotations
+
+from mtl_keras.backbones.hub import load_image_backbone, load_text_backbone, require_keras_hub
+from mtl_keras.backbones.image_preprocessing import ImagePreprocessing
+from mtl_keras.backbones.transfer import load_trunk, save_trunk, trunk_model
+from mtl_keras.backbones.trunk import PretrainedTrunk, enable_lora, pretrained_trunks
+
+__all__ = ["ImagePreprocessing", "PretrainedTrunk", "enable_lora", "load_image_backbone", "load_text_backbone",
+           "load_trunk", "make_trunk", "pretrained_trunks", "require_keras_hub", "save_trunk", "trunk_model"]
+
+
+def make_trunk(kind: str, backbone, preprocessor=None, *, sequence_length: int | None = None, image_shape=None,
+               weights: str | None = "imagenet", pooling: str = "auto", freeze: bool | int = False,
+               unfreeze_from: str | None = None, lora_rank: int | None = None) -> PretrainedTrunk:
+    """The `PretrainedTrunk` (named `"backbone"`) of a text (`kind="text"`) or image (`"image"`) model.
+
+    `backbone` and `preprocessor` as `load_text_backbone` and `load_image_backbone` take them (a preprocessor given
+    here replaces the loaded one); the rest as `PretrainedTrunk` takes them."""
+    if kind == "text":
+        loaded, model = load_text_backbone(backbone, sequence_length)
+    elif kind == "image":
+        loaded, model = load_image_backbone(backbone, image_shape, weights)
+    else:
+        raise ValueError(f"kind must be 'text' or 'image', got {kind!r}.")
+    return PretrainedTrunk(model, preprocessor if preprocessor is not None else loaded, pooling=pooling,
+                           freeze=freeze, unfreeze_from=unfreeze_from, lora_rank=lora_rank, name="backbone")
