@@ -62,6 +62,18 @@ def _add_sharing_options(parser: argparse.ArgumentParser, default: str) -> None:
                              "'order=[\"a\", \"b\"]'")
 
 
+def _add_backbone_options(parser: argparse.ArgumentParser, trunks: str) -> None:
+    parser.add_argument("--backbone", default=None, metavar="PRESET_OR_PATH",
+                        help=f"shared trunk: {trunks}, a keras-hub preset name (downloaded once) or folder "
+                             f"(needs pip install -e \".[hub]\")")
+    parser.add_argument("--freeze-backbone-epochs", type=int, default=None, metavar="N",
+                        help="keep a pretrained backbone frozen for the first N epochs (-1: throughout)")
+    parser.add_argument("--unfreeze-from", default=None, metavar="LAYER",
+                        help="the backbone's first layer to train once unfrozen (earlier ones stay frozen)")
+    parser.add_argument("--lora-rank", type=int, default=None, metavar="R",
+                        help="train rank-R LoRA adapters on a keras-hub backbone's attention, nothing else of it")
+
+
 def _add_training_options(parser: argparse.ArgumentParser, data_help: str, examples: str) -> None:
     """The options every training job takes."""
     from mtl_keras.training.gradients import GRADIENT_METHODS
@@ -135,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     text.add_argument("--no-lexicon", dest="lexicon", action="store_false", default=None,
                       help="leave out the frozen VADER lexicon channels (valence, negation) beside the embedding")
     _add_sharing_options(text, "hard")
+    _add_backbone_options(text, "our embedding and encoder by default; RUN/trunk, the trunk an earlier run saved")
     _add_training_options(text, "the corpus file (default: bundled copy)", "texts")
 
     census = jobs.add_parser(
@@ -157,8 +170,8 @@ def _parser() -> argparse.ArgumentParser:
                     "splits: test images use Fashion-MNIST test items.",
     )
     vision.add_argument("--dataset", choices=list(VISION_PRESETS), default=None, help="default: scenes")
-    vision.add_argument("--backbone", choices=BACKBONES, default=None,
-                        help="shared trunk (default: unet for scenes, cnn for multifashion)")
+    _add_backbone_options(vision, f"{' or '.join(BACKBONES)} (default: unet for scenes, cnn for multifashion), "
+                                  f"applications:NAME (keras.applications, ImageNet weights)")
     vision.add_argument("--filters", type=_int_tuple, default=None, metavar="W,W,...",
                         help="widths of the encoder stages, e.g. 16,32,64,128")
     vision.add_argument("--num-train", type=int, default=None, help="training images to generate")

@@ -72,6 +72,21 @@ class JobConfig:
     backup_every: int | None = None  # batches between backups, beside the one at each epoch's end
 
 
+@dataclasses.dataclass
+class BackboneConfig:
+    """A pretrained trunk and how it is fine-tuned (text and vision jobs; see `mtl_keras.backbones`)."""
+
+    freeze_backbone_epochs: int | None = None  # keep a pretrained backbone frozen this long (-1: throughout)
+    unfreeze_from: str | None = None  # the backbone's first layer to train once unfrozen
+    lora_rank: int | None = None  # keras-hub LoRA on the backbone's attention instead of fine-tuning it whole
+
+    def fine_tuning(self) -> dict[str, Any]:
+        """The builders' fine-tuning arguments."""
+        epochs = self.freeze_backbone_epochs
+        return {"freeze_backbone": True if epochs == -1 else (epochs or False), "unfreeze_from": self.unfreeze_from,
+                "lora_rank": self.lora_rank}
+
+
 # Settings that a resumed training may change: they do not alter the state a backup restores.
 RESUMABLE_CHANGES = ("backup_dir", "backup_every", "strategy", "baselines")
 
@@ -291,6 +306,7 @@ class Job:
             export_saved_model(model, folder / "saved_model")  # the signature and masks from the model itself
             _write_json(folder / "metrics.json", metrics)
             _write_json(folder / "history.json", histories)
+            self.save_extras(model, folder)
             _write_json(folder / "config.json", {
                 "job": self.name,
                 "config": dataclasses.asdict(self.config),
@@ -299,6 +315,9 @@ class Job:
             })
         self.delete_backups(tasks)  # the run folder holds the results now
         return output
+
+    def save_extras(self, model: keras.Model, folder: Path) -> None:
+        """Writes what a job adds to its run folder beside the model (the text job: its trunk, for reuse)."""
 
     def local_copy(self, model: keras.Model, tasks: list[Task], splits: Splits) -> keras.Model:
         """`model` itself, or, when it was trained under a multi-worker strategy, the same model (weights and

@@ -7,19 +7,21 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from mtl_keras.backbones.transfer import save_trunk
 from mtl_keras.builders import build_text_model
 from mtl_keras.datasets.lexicon import sentiment_token_features
 from mtl_keras.datasets.pipeline import as_text_array, make_text_dataset
 from mtl_keras.datasets.splits import Split, Splits
 from mtl_keras.datasets.tokenization import build_vocabulary
 from mtl_keras.datasets.vader import load_vader, load_vader_lexicon
-from mtl_keras.jobs.base import Job, JobConfig
+from mtl_keras.jobs.base import BackboneConfig, Job, JobConfig, _log
 from mtl_keras.tasks import Task
 
 
 @dataclasses.dataclass
-class TextJobConfig(JobConfig):
-    """The text job's settings; the defaults are the README's main job."""
+class TextJobConfig(BackboneConfig, JobConfig):
+    """The text job's settings; the defaults are the README's main job. `backbone`: a keras-hub preset name or
+    folder, or a trunk saved by an earlier run (`RUN/trunk`), in place of the embedding and encoder."""
 
     encoder: str = "cnn"
     max_tokens: int = 30000  # the whole training vocabulary (27,390 tokens) fits
@@ -31,6 +33,7 @@ class TextJobConfig(JobConfig):
     sharing: str = "hard"  # how the tasks share the encoder's output (mtl_keras.sharing)
     sharing_options: dict | None = None
     data_path: str | None = None
+    backbone: str | None = None
 
 
 class TextJob(Job):
@@ -42,17 +45,30 @@ class TextJob(Job):
 
     def build_model(self, tasks: list[Task], splits: Splits) -> keras.Model:
         config = self.config
+        name = "text_multitask" if len(tasks) > 1 else f"text_{tasks[0].name}"
+        # A single-task baseline keeps the plain encoder + head, whatever the multi-task sharing.
+        sharing = {"sharing": config.sharing if len(tasks) > 1 else "hard",
+                   "sharing_options": config.sharing_options if len(tasks) > 1 else None}
+        if config.backbone is not None:
+            return build_text_model(tasks, backbone=config.backbone, max_length=config.max_length,
+                                    dropout=config.dropout, head_hidden_units=config.head_hidden_units, name=name,
+                                    **sharing, **config.fine_tuning())
         vocabulary = build_vocabulary(splits.train.inputs, max_tokens=config.max_tokens)
         return build_text_model(
             tasks, vocabulary=vocabulary, encoder=config.encoder, max_tokens=config.max_tokens,
             max_length=config.max_length, embedding_dim=config.embedding_dim, dropout=config.dropout,
             head_hidden_units=config.head_hidden_units,
             token_features=sentiment_token_features(load_vader_lexicon()) if config.lexicon else None,
-            # A single-task baseline keeps the plain encoder + head, whatever the multi-task sharing.
-            sharing=config.sharing if len(tasks) > 1 else "hard",
-            sharing_options=config.sharing_options if len(tasks) > 1 else None,
-            name="text_multitask" if len(tasks) > 1 else f"text_{tasks[0].name}",
+            name=name, **sharing,
         )
+
+    def save_extras(self, model: keras.Model, folder) -> None:
+        """`RUN/trunk`: the shared embedding and encoder, for `mtl-keras train text --backbone RUN/trunk` (when the
+        tasks share one representation; a sharing layer such as MMoE gives each its own, and then none is saved)."""
+        try:
+            save_trunk(model, folder / "trunk")
+        except ValueError as error:
+            _log(f"trunk not saved: {error}")
 
     def dataset(self, split: Split, tasks: list[Task], training: bool) -> tf.data.Dataset:
         split = split.for_tasks(task.name for task in tasks)

@@ -18,7 +18,8 @@ from mtl_keras.datasets.multifashion import load_multifashion
 from mtl_keras.datasets.pipeline import as_image_array, make_image_dataset
 from mtl_keras.datasets.scenes import load_scenes
 from mtl_keras.datasets.splits import Split, Splits
-from mtl_keras.jobs.base import Job, JobConfig
+from mtl_keras.encoders.vision import BACKBONES
+from mtl_keras.jobs.base import BackboneConfig, Job, JobConfig
 from mtl_keras.tasks import Task
 
 
@@ -43,8 +44,9 @@ PRESETS = {
 
 
 @dataclasses.dataclass
-class VisionJobConfig(JobConfig):
-    """The vision job's settings; `None` takes the data set's preset (`PRESETS`)."""
+class VisionJobConfig(BackboneConfig, JobConfig):
+    """The vision job's settings; `None` takes the data set's preset (`PRESETS`). `backbone`: `"unet"`, `"cnn"`, a
+    keras-hub image preset name or folder, or `"applications:<Name>"` (ImageNet weights)."""
 
     epochs: int = 16
     batch_size: int = 64
@@ -94,7 +96,7 @@ class VisionJob(Job):
         return build_vision_model(
             tasks, image_shape=preset.image_shape, backbone=config.backbone or preset.backbone,
             filters=config.filters or preset.filters, head_hidden_units=config.head_hidden_units,
-            dropout=config.dropout,
+            dropout=config.dropout, **(config.fine_tuning() if config.backbone not in (None, *BACKBONES) else {}),
             name=f"{config.dataset}_multitask" if len(tasks) > 1 else f"{config.dataset}_{tasks[0].name}",
         )
 
