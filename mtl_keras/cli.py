@@ -477,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     # --verbose may come anywhere; it was read before TensorFlow was imported (mtl_keras/_startup.py).
     argv = [arg for arg in (sys.argv[1:] if argv is None else argv) if arg != "--verbose"]
     args = _parser().parse_args(argv)
+    from mtl_keras.backbones.hub import MissingExtraError
     from mtl_keras.datasets.pipeline import InputError
     from mtl_keras.labels import LabelError
     from mtl_keras.training.callbacks import NonFiniteLossError
@@ -484,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"train": _train, "evaluate": _evaluate, "predict": _predict, "affinity": _affinity, "tune": _tune}
     try:
         return handlers[args.command](args)
-    except (LabelError, InputError, NonFiniteLossError, FileExistsError, FileNotFoundError, ValueError) as error:
+    except (LabelError, InputError, NonFiniteLossError, FileExistsError, FileNotFoundError, ValueError,
+            MissingExtraError) as error:
         print(f"mtl-keras: error: {error}", file=sys.stderr)
         return 2
 

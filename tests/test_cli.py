@@ -89,7 +89,6 @@ def test_help(command, capsys):
     ("text", "--sharing", "mtl_keras.sharing:SHARING_NAMES"),
     ("census", "--weighting", "mtl_keras.training.weighting:WEIGHTINGS"),
     ("census", "--gradient", "mtl_keras.training.gradients:GRADIENT_METHODS"),
-    ("vision", "--backbone", "mtl_keras.encoders.vision:BACKBONES"),
     ("vision", "--dataset", "mtl_keras.jobs.vision:PRESETS"),
 ])
 def test_an_unknown_choice_is_refused_naming_every_registered_one(job, option, registry, capsys):
@@ -103,6 +102,22 @@ def test_an_unknown_choice_is_refused_naming_every_registered_one(job, option, r
     error = capsys.readouterr().err
     offered = error.split("choose from ")[1].strip().rstrip(")").replace("'", "").split(", ")
     assert sorted(offered) == sorted(registered), error
+
+
+@pytest.mark.parametrize("job, backbone, message", [
+    ("vision", "resnet", "backbone 'resnet' is not 'unet', 'cnn', 'applications:<Name>'"),
+    ("vision", "applications:ResNet9", "keras.applications has no model 'ResNet9'"),
+    ("text", "no_such_preset", "backbone 'no_such_preset' is not a folder written by save_trunk"),
+])
+def test_an_unknown_backbone_is_refused_before_any_data_is_loaded(job, backbone, message, capsys, monkeypatch):
+    from mtl_keras.jobs import base
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("data loaded before the backbone was checked")
+
+    monkeypatch.setattr(base.Job, "run", no_loading)
+    assert main(["train", job, "--backbone", backbone]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_evaluate_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):

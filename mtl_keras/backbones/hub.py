@@ -20,12 +20,16 @@ from mtl_keras.backbones.transfer import is_trunk_folder, load_trunk
 HUB_EXTRA = 'pip install -e ".[hub]"  (or: pip install keras-hub tensorflow-text)'
 
 
+class MissingExtraError(ImportError):
+    """An optional dependency that a requested feature needs is not installed; the message names the extra."""
+
+
 def require_keras_hub():
     """The `keras_hub` module, or an ImportError that says which extra to install."""
     try:
         import keras_hub
     except ImportError as error:
-        raise ImportError(f"This backbone needs keras-hub, which is not installed: {HUB_EXTRA}.") from error
+        raise MissingExtraError(f"This backbone needs keras-hub, which is not installed: {HUB_EXTRA}.") from error
     return keras_hub
 
 
@@ -38,6 +42,22 @@ def _preset(spec, what: str) -> str:
         return spec
     raise ValueError(f"backbone {spec!r} is not {what}, a local preset folder, a preset handle (kaggle://, hf://) "
                      f"or one of keras-hub's preset names (keras_hub.models.Backbone.presets lists them).")
+
+
+def check_backbone(spec, kind: str) -> None:
+    """Fails now, before any data is loaded, on a backbone string that cannot load: neither an mtl_keras trunk
+    folder, nor `"applications:<Name>"` (images), nor a keras-hub preset (which needs keras-hub installed)."""
+    if not isinstance(spec, str | os.PathLike) or is_trunk_folder(spec):
+        return
+    if kind == "image" and str(spec).startswith("applications:"):
+        name = str(spec).split(":", 1)[1]
+        if not callable(getattr(keras.applications, name, None)):
+            raise ValueError(f"keras.applications has no model {name!r} (e.g. ResNet50V2, EfficientNetB0, "
+                             f"MobileNetV3Small).")
+        return
+    ours = "'unet', 'cnn', 'applications:<Name>', a folder written by save_trunk" if kind == "image" else (
+        "a folder written by save_trunk")
+    _preset(spec, ours)
 
 
 def _policy() -> dict:
@@ -56,7 +76,7 @@ def load_text_backbone(spec, sequence_length: int | None = None):
     if is_trunk_folder(spec):
         return None, load_trunk(spec)
     if isinstance(spec, str | os.PathLike):
-        spec = _preset(spec, "a folder written by save_trunk")
+        check_backbone(spec, "text")
         keras_hub = require_keras_hub()
         options = {} if sequence_length is None else {"sequence_length": sequence_length}
         preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(str(spec), **options)
@@ -78,16 +98,13 @@ def load_image_backbone(spec, image_shape=None, weights: str | None = "imagenet"
     if is_trunk_folder(spec):
         return None, load_trunk(spec)
     if isinstance(spec, str) and spec.startswith("applications:"):
-        name = spec.split(":", 1)[1]
-        constructor = getattr(keras.applications, name, None)
-        if not callable(constructor):
-            raise ValueError(f"keras.applications has no model {name!r} (e.g. ResNet50V2, EfficientNetB0, "
-                             f"MobileNetV3Small).")
+        check_backbone(spec, "image")
+        constructor = getattr(keras.applications, spec.split(":", 1)[1])
         channels = (*tuple(image_shape[:2]), 3) if image_shape is not None else None
         model = constructor(include_top=False, weights=weights, input_shape=channels)
         return ImagePreprocessing(applications_mode(model), name="backbone_preprocessing"), model
     if isinstance(spec, str | os.PathLike):
-        spec = _preset(spec, "'unet', 'cnn', 'applications:<Name>', a folder written by save_trunk")
+        check_backbone(spec, "image")
         keras_hub = require_keras_hub()
         converter = keras_hub.layers.ImageConverter.from_preset(str(spec))
         # keras-hub converters scale [0, 255] pixels themselves (scale and offset in the preset's config).

@@ -7,6 +7,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from mtl_keras.backbones.hub import check_backbone
 from mtl_keras.backbones.transfer import save_trunk
 from mtl_keras.builders import build_text_model
 from mtl_keras.datasets.lexicon import sentiment_token_features
@@ -39,6 +40,11 @@ class TextJobConfig(BackboneConfig, JobConfig):
 class TextJob(Job):
     name = "text"
     config_class = TextJobConfig
+
+    def __init__(self, config: TextJobConfig | None = None, **overrides):
+        super().__init__(config, **overrides)
+        if self.config.backbone is not None:
+            check_backbone(self.config.backbone, "text")  # before the corpus is loaded
 
     def load_data(self) -> Splits:
         return load_vader(seed=self.config.seed, limit=self.config.limit, path=self.config.data_path)

@@ -13,6 +13,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from mtl_keras.backbones.hub import check_backbone
 from mtl_keras.builders import build_vision_model
 from mtl_keras.datasets.multifashion import load_multifashion
 from mtl_keras.datasets.pipeline import as_image_array, make_image_dataset
@@ -71,6 +72,8 @@ class VisionJob(Job):
         if self.config.dataset not in PRESETS:
             raise ValueError(f"--dataset must be one of {sorted(PRESETS)}, got {self.config.dataset!r}.")
         self.preset = PRESETS[self.config.dataset]
+        if self.config.backbone not in (None, *BACKBONES):
+            check_backbone(self.config.backbone, "image")  # before scenes are generated
         if self.config.loss_weights is None and self.preset.loss_weights:
             self.config.loss_weights = dict(self.preset.loss_weights)
         self.num_train_examples = self.config.num_train or self.preset.num_train
