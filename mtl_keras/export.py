@@ -141,7 +141,12 @@ def load_saved_model(path: str | os.PathLike):
     elsewhere (TF Serving, your own process) `import tensorflow_text` before loading.
     """
     try:
-        import tensorflow_text  # noqa: F401  (registers the tokenizers' ops, where a SavedModel needs them)
-    except ImportError:
-        pass
+        return tf.saved_model.load(str(path))
+    except (tf.errors.NotFoundError, ValueError) as error:
+        if "not registered" not in str(error):
+            raise
+        try:  # only then: importing tensorflow-text costs seconds that other SavedModels need not pay
+            import tensorflow_text  # noqa: F401  (registers the tokenizers' ops)
+        except ImportError:
+            raise error from None
     return tf.saved_model.load(str(path))
