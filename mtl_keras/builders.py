@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import keras
 import numpy as np
 
-from mtl_keras.backbones import make_trunk
+from mtl_keras.backbones import check_no_fine_tuning, make_trunk
 from mtl_keras.datasets.features import Feature, input_names
 from mtl_keras.datasets.pipeline import as_text_array
 from mtl_keras.datasets.tokenization import build_vocabulary, split_graph, standardize_graph
@@ -160,14 +160,21 @@ def build_text_model(
     (1, 3)
     """
     tasks = list(as_task_dict(tasks, input_names=["text"]).values())
-    if backbone is not None:
+    if backbone is None:
+        check_no_fine_tuning("build_text_model", preprocessor=preprocessor, pooling=pooling,
+                             freeze_backbone=freeze_backbone, unfreeze_from=unfreeze_from, lora_rank=lora_rank)
+    else:
         if texts is not None or vocabulary is not None:
             raise ValueError("build_text_model: a backbone brings its own tokenizer; give either backbone= or "
                              "texts=/vocabulary=, not both.")
         inputs = keras.Input(shape=(), dtype="string", name="text")
         trunk = make_trunk("text", backbone, preprocessor, sequence_length=max_length, pooling=pooling,
                            freeze=freeze_backbone, unfreeze_from=unfreeze_from, lora_rank=lora_rank)
-        shared = keras.layers.Dropout(dropout, name="shared_dropout")(trunk(inputs))
+        features = trunk(inputs)
+        if len(features.shape) != 2:
+            raise ValueError(f"build_text_model: backbone {trunk.backbone.name!r} gives features of shape "
+                             f"{tuple(features.shape)}, not one vector per text; pool them in the backbone.")
+        shared = keras.layers.Dropout(dropout, name="shared_dropout")(features)
         outputs = attach_shared_heads(shared, tasks, sharing, sharing_options, cascade, head_hidden_units, dropout)
         return MultiTaskModel(inputs, outputs, tasks=tasks, name=name)
     if (texts is None) == (vocabulary is None):
@@ -313,7 +320,10 @@ def build_vision_model(
     {'mask': (2, 16, 16, 3), 'kind': (2, 4)}
     """
     tasks = list(as_task_dict(tasks, input_names=["image"]).values())
-    if not (isinstance(backbone, str) and backbone in BACKBONES):
+    if isinstance(backbone, str) and backbone in BACKBONES:
+        check_no_fine_tuning("build_vision_model", preprocessor=preprocessor, freeze_backbone=freeze_backbone,
+                             unfreeze_from=unfreeze_from, lora_rank=lora_rank)
+    else:
         return _pretrained_vision_model(tasks, image_shape, backbone, backbone_weights, preprocessor,
                                         freeze_backbone, unfreeze_from, lora_rank, filters[0], normalization,
                                         head_hidden_units, dropout, name)

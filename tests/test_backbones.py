@@ -178,6 +178,20 @@ def test_fine_tuning_arguments_are_checked(bert_preset, resnet_preset):
         build_vision_model([Task("kind", "binary")], image_shape=(32, 32, 3), backbone=resnet_preset, lora_rank=2)
     with pytest.raises(ValueError, match="a backbone brings its own tokenizer"):
         build_text_model(TASKS, backbone=bert_preset, texts=["good film"])
+    with pytest.raises(ValueError, match="unfreeze_from='transformer_layer_1' needs freeze=N"):
+        build_text_model(TASKS, backbone=bert_preset, max_length=16, unfreeze_from="transformer_layer_1")
+    # options for a pretrained backbone, given without one, would do nothing: refused
+    with pytest.raises(ValueError, match="build_text_model: freeze_backbone, lora_rank apply to a pretrained"):
+        build_text_model(TASKS, texts=["good film"], freeze_backbone=2, lora_rank=4)
+    with pytest.raises(ValueError, match="build_vision_model: freeze_backbone apply to a pretrained"):
+        build_vision_model(VISION_TASKS, image_shape=(32, 32, 1), backbone="unet", freeze_backbone=True)
+    # a backbone object that cannot take raw inputs by itself needs its preprocessing
+    hub_text = keras_hub.models.Backbone.from_preset(str(bert_preset))
+    with pytest.raises(ValueError, match="not raw text: give its keras-hub preprocessor"):
+        build_text_model(TASKS, backbone=hub_text)
+    hub_image = keras_hub.models.Backbone.from_preset(str(resnet_preset))
+    with pytest.raises(ValueError, match="give its image converter too"):
+        build_vision_model(VISION_TASKS, image_shape=(32, 32, 3), backbone=hub_image)
 
 
 def test_a_hub_trunk_trains_with_a_sharing_layer_a_gradient_method_and_mixed_precision(bert_preset):

@@ -120,6 +120,15 @@ def test_an_unknown_backbone_is_refused_before_any_data_is_loaded(job, backbone,
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("job", ["text", "vision"])
+def test_fine_tuning_options_without_a_backbone_are_refused_before_any_data_is_loaded(job, capsys, monkeypatch):
+    from mtl_keras.jobs import base
+
+    monkeypatch.setattr(base.Job, "run", lambda *args, **kwargs: pytest.fail("data loaded before the check"))
+    assert main(["train", job, "--freeze-backbone-epochs", "2", "--lora-rank", "4"]) == 2
+    assert f"mtl-keras train {job}: freeze_backbone, lora_rank apply to a pretrained" in capsys.readouterr().err
+
+
 def test_evaluate_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path)]) == 2
     assert "is not a run folder" in capsys.readouterr().err

@@ -14,22 +14,42 @@ from mtl_keras.backbones.image_preprocessing import ImagePreprocessing
 from mtl_keras.backbones.transfer import load_trunk, save_trunk, trunk_model
 from mtl_keras.backbones.trunk import PretrainedTrunk, enable_lora, pretrained_trunks
 
-__all__ = ["ImagePreprocessing", "PretrainedTrunk", "enable_lora", "load_image_backbone", "load_text_backbone",
-           "load_trunk", "make_trunk", "pretrained_trunks", "require_keras_hub", "save_trunk", "trunk_model"]
+__all__ = ["ImagePreprocessing", "PretrainedTrunk", "check_no_fine_tuning", "enable_lora", "load_image_backbone",
+           "load_text_backbone", "load_trunk", "make_trunk", "pretrained_trunks", "require_keras_hub", "save_trunk",
+           "trunk_model"]
+
+
+_NO_FINE_TUNING = {"preprocessor": None, "pooling": "auto", "freeze_backbone": False, "unfreeze_from": None,
+                   "lora_rank": None}
+
+
+def check_no_fine_tuning(builder: str, **given) -> None:
+    """Fails on pretrained-backbone arguments given without a pretrained backbone (they would do nothing)."""
+    chosen = [name for name, value in given.items() if value is not None and value != _NO_FINE_TUNING[name]]
+    if chosen:
+        raise ValueError(f"{builder}: {', '.join(chosen)} apply to a pretrained backbone (backbone=...), and none is "
+                         f"given: they would change nothing.")
 
 
 def make_trunk(kind: str, backbone, preprocessor=None, *, sequence_length: int | None = None, image_shape=None,
                weights: str | None = "imagenet", pooling: str = "auto", freeze: bool | int = False,
                unfreeze_from: str | None = None, lora_rank: int | None = None) -> PretrainedTrunk:
-    """The `PretrainedTrunk` (named `"backbone"`) of a text (`kind="text"`) or image (`"image"`) model.
+    """The `PretrainedTrunk` (named `"backbone"`) of a text (`kind="text"`) or image (`"image"`) model. A backbone
+    given as an object that takes token ids needs its `preprocessor` (the tokenizer); one that is not a trunk of
+    ours must not see raw strings or unscaled pixels.
 
     `backbone` and `preprocessor` as `load_text_backbone` and `load_image_backbone` take them (a preprocessor given
     here replaces the loaded one); the rest as `PretrainedTrunk` takes them."""
     if kind == "text":
         loaded, model = load_text_backbone(backbone, sequence_length)
     elif kind == "image":
-        loaded, model = load_image_backbone(backbone, image_shape, weights)
+        loaded, model = load_image_backbone(backbone, image_shape, weights, preprocessor)
     else:
         raise ValueError(f"kind must be 'text' or 'image', got {kind!r}.")
-    return PretrainedTrunk(model, preprocessor if preprocessor is not None else loaded, pooling=pooling,
+    preprocessor = preprocessor if preprocessor is not None else loaded
+    if preprocessor is None and isinstance(model.input, dict):
+        raise ValueError(f"Backbone {model.name!r} takes {sorted(model.input)}, not raw text: give its keras-hub "
+                         f"preprocessor too (preprocessor=keras_hub.models.TextClassifierPreprocessor.from_preset"
+                         f"(...)), or the backbone as a preset name or folder.")
+    return PretrainedTrunk(model, preprocessor, pooling=pooling,
                            freeze=freeze, unfreeze_from=unfreeze_from, lora_rank=lora_rank, name="backbone")

@@ -87,13 +87,15 @@ def load_text_backbone(spec, sequence_length: int | None = None):
                     f"model, got {type(spec).__name__}.")
 
 
-def load_image_backbone(spec, image_shape=None, weights: str | None = "imagenet"):
+def load_image_backbone(spec, image_shape=None, weights: str | None = "imagenet", preprocessor=None):
     """`(preprocessor, backbone)` for an image trunk; the preprocessor maps float pixels in [0, 255] to what the
     backbone was trained on.
 
     `spec`: a keras-hub preset name or folder (its `ImageConverter` and `Backbone`), `"applications:<Name>"` (e.g.
     `"applications:ResNet50V2"`: `keras.applications.<Name>` without its top, `weights` as given; `None` for random
-    weights), a `keras.applications` model built with `include_top=False`, or an mtl_keras trunk folder.
+    weights), a `keras.applications` model built with `include_top=False`, or an mtl_keras trunk folder. A model
+    object's scaling is read from its name unless `preprocessor` (the caller's own) is given; a keras-hub backbone
+    object needs it.
     """
     if is_trunk_folder(spec):
         return None, load_trunk(spec)
@@ -111,6 +113,12 @@ def load_image_backbone(spec, image_shape=None, weights: str | None = "imagenet"
         return converter, keras_hub.models.Backbone.from_preset(str(spec), **_policy())
     if isinstance(spec, keras.Model):
         if _is_keras_hub_backbone(spec):
+            if preprocessor is None:
+                raise ValueError(f"keras-hub backbone {spec.name!r} given as an object: give its image converter "
+                                 f"too (preprocessor=keras_hub.layers.ImageConverter.from_preset(...)), so that "
+                                 f"pixels reach it scaled as it was trained; or give the backbone as a preset.")
+            return None, spec
+        if preprocessor is not None:
             return None, spec
         return ImagePreprocessing(applications_mode(spec), name="backbone_preprocessing"), spec
     raise TypeError(f"backbone must be a keras-hub preset name or folder, 'applications:<Name>', a Keras model "

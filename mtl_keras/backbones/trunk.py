@@ -70,6 +70,9 @@ class PretrainedTrunk(keras.layers.Layer):
         self.preprocessor = _as_layer(preprocessor)
         self.pooling, self.freeze, self.unfreeze_from = pooling, freeze, unfreeze_from
         if unfreeze_from is not None:
+            if isinstance(freeze, bool):
+                raise ValueError(f"PretrainedTrunk: unfreeze_from={unfreeze_from!r} needs freeze=N (the epochs "
+                                 f"before unfreezing), got freeze={freeze!r}.")
             names = [layer.name for layer in self.backbone.layers]
             if unfreeze_from not in names:
                 raise ValueError(f"PretrainedTrunk: unfreeze_from={unfreeze_from!r} is not a layer of backbone "

@@ -86,6 +86,12 @@ class BackboneConfig:
         return {"freeze_backbone": True if epochs == -1 else (epochs or False), "unfreeze_from": self.unfreeze_from,
                 "lora_rank": self.lora_rank}
 
+    def check_fine_tuning(self, job: str, pretrained: bool) -> None:
+        """Refuses fine-tuning options without a pretrained backbone, before any data is loaded."""
+        if not pretrained:
+            from mtl_keras.backbones import check_no_fine_tuning
+            check_no_fine_tuning(f"mtl-keras train {job}", **self.fine_tuning())
+
 
 # Settings that a resumed training may change: they do not alter the state a backup restores.
 RESUMABLE_CHANGES = ("backup_dir", "backup_every", "strategy", "baselines")

@@ -45,6 +45,7 @@ class TextJob(Job):
         super().__init__(config, **overrides)
         if self.config.backbone is not None:
             check_backbone(self.config.backbone, "text")  # before the corpus is loaded
+        self.config.check_fine_tuning("text", pretrained=self.config.backbone is not None)
 
     def load_data(self) -> Splits:
         return load_vader(seed=self.config.seed, limit=self.config.limit, path=self.config.data_path)
@@ -65,7 +66,7 @@ class TextJob(Job):
             max_length=config.max_length, embedding_dim=config.embedding_dim, dropout=config.dropout,
             head_hidden_units=config.head_hidden_units,
             token_features=sentiment_token_features(load_vader_lexicon()) if config.lexicon else None,
-            name=name, **sharing,
+            name=name, **sharing, **config.fine_tuning(),  # fine-tuning options without a backbone: refused
         )
 
     def save_extras(self, model: keras.Model, folder) -> None:

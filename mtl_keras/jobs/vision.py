@@ -74,6 +74,7 @@ class VisionJob(Job):
         self.preset = PRESETS[self.config.dataset]
         if self.config.backbone not in (None, *BACKBONES):
             check_backbone(self.config.backbone, "image")  # before scenes are generated
+        self.config.check_fine_tuning("vision", pretrained=self.config.backbone not in (None, *BACKBONES))
         if self.config.loss_weights is None and self.preset.loss_weights:
             self.config.loss_weights = dict(self.preset.loss_weights)
         self.num_train_examples = self.config.num_train or self.preset.num_train
@@ -99,7 +100,7 @@ class VisionJob(Job):
         return build_vision_model(
             tasks, image_shape=preset.image_shape, backbone=config.backbone or preset.backbone,
             filters=config.filters or preset.filters, head_hidden_units=config.head_hidden_units,
-            dropout=config.dropout, **(config.fine_tuning() if config.backbone not in (None, *BACKBONES) else {}),
+            dropout=config.dropout, **config.fine_tuning(),
             name=f"{config.dataset}_multitask" if len(tasks) > 1 else f"{config.dataset}_{tasks[0].name}",
         )
 
