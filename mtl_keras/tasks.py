@@ -54,6 +54,11 @@ class KindSpec:
     export_extras: dict[str, Callable[[Any], Any]] = dataclasses.field(default_factory=dict)
     # One example's output (a NumPy array) in words, for `mtl-keras predict`.
     describe: Callable[[Task, np.ndarray], str] = lambda task, output: str(output)
+    # What `Task(class_weight=...)` weighs: "class", each example's (pixel's) loss by its class index; "positive",
+    # each label's positive term of a binary cross-entropy (0/1 label vectors); None: no class weights.
+    class_weighting: str | None = None
+    # Losses asked for by a short name, `Task(loss="focal")`: name -> a fresh Keras loss.
+    named_losses: dict[str, Callable[[], keras.losses.Loss]] = dataclasses.field(default_factory=dict)
 
     @property
     def all_metrics(self) -> dict[str, MetricFactory]:
@@ -122,6 +127,8 @@ KINDS: dict[str, KindSpec] = {
         sparse_labels=True,
         label_description="0 or 1 per example (-1 = missing)",
         describe=_describe_binary,
+        class_weighting="class",
+        named_losses={"focal": lambda: keras.losses.BinaryFocalCrossentropy(gamma=2.0)},
     ),
     "multiclass": KindSpec(
         activation="softmax",
@@ -137,6 +144,8 @@ KINDS: dict[str, KindSpec] = {
         label_description="a class index in [0, num_classes) per example (-1 = missing)",
         label_dtype="int32",
         describe=_describe_multiclass,
+        class_weighting="class",
+        named_losses={"focal": lambda: mtl_losses.SparseCategoricalFocalCrossentropy(gamma=2.0)},
     ),
     "multilabel": KindSpec(
         activation="sigmoid",
@@ -152,6 +161,8 @@ KINDS: dict[str, KindSpec] = {
         label_description="a 0/1 vector of length num_classes per example (a row of -1 = missing)",
         label_shape=lambda task: (task.num_classes,),
         describe=_describe_multilabel,
+        class_weighting="positive",
+        named_losses={"focal": lambda: keras.losses.BinaryFocalCrossentropy(gamma=2.0)},
     ),
     "regression": KindSpec(
         activation="linear",
@@ -189,6 +200,8 @@ KINDS: dict[str, KindSpec] = {
         pixel_labels=True,
         label_dtype="int32",
         describe=_describe_segmentation,
+        class_weighting="class",
+        named_losses={"focal": lambda: mtl_losses.SparseCategoricalFocalCrossentropy(gamma=2.0)},
         evaluation_extras=_iou_per_class,
         # The class on top at each pixel, what a user draws (int32, (batch, H, W)).
         export_extras={"mask": lambda probabilities: keras.ops.cast(keras.ops.argmax(probabilities, axis=-1),
@@ -216,6 +229,13 @@ HIGHER_IS_BETTER: dict[str, bool] = {
 }
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_NAMED_LOSSES = {name for spec in KINDS.values() for name in spec.named_losses}
+
+
+def _is_binary_crossentropy(loss) -> bool:
+    """Whether a task's `loss` is the binary cross-entropy (its default for 0/1 label vectors, or given)."""
+    return (loss is None or loss in ("binary_crossentropy", "bce")
+            or isinstance(loss, keras.losses.BinaryCrossentropy))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,7 +246,8 @@ class Task:
         name: the task's name; names the model output, the labels, the loss weight and the logged metrics.
         kind: one of `binary`, `multiclass`, `multilabel`, `regression`, `segmentation`.
         num_classes: number of classes (multiclass, multilabel, segmentation; binary implies 2).
-        loss: `None` for the kind's default, or a Keras loss name, class instance or function. Whatever is given is
+        loss: `None` for the kind's default, `"focal"` for the focal cross-entropy (gamma 2; binary, multiclass,
+            multilabel, segmentation), or a Keras loss name, class instance or function. Whatever is given is
             reduced as a mean over the examples that have a label (see `mtl_keras.losses.MaskedLoss`).
         metrics: `None` for the kind's defaults, or a list of metric names from the kind's table and/or Keras metric
             instances (give the direction of a custom metric in `higher_is_better`).
@@ -239,8 +260,15 @@ class Task:
         class_weight: for tasks whose labels are class indices (binary, multiclass, segmentation): `{class: weight}`
             (classes left out weigh 1) or `"balanced"` (n / (k n_c) from the training labels, computed when `fit`
             starts; until then the loss is unweighted); each example's loss (each pixel's) is multiplied by its
-            class's weight (`mtl_keras.losses.MaskedLoss`). Keras' own `class_weight` does not work for
-            multi-output models.
+            class's weight (`mtl_keras.losses.MaskedLoss`). For multilabel tasks, positive weights per label:
+            `{label: weight}` multiplies the label's positive term of the binary cross-entropy, and `"balanced"` is
+            n_negative / n_positive per label (positives then weigh as much as negatives, as PyTorch's `pos_weight`
+            is advised). Keras' own `class_weight` does not work for multi-output models.
+        standardize_target: for regression tasks: `True` trains on the target standardized by its mean and spread
+            over the training labels (computed when `fit` starts), while the model's outputs, its metrics and its
+            SavedModel stay in the user's units (the head undoes the scaling: `TaskHead`). Equal loss weights then
+            mean what they say for a target in large units (hours, dollars). The resolved form is
+            `{"mean": [...], "std": [...]}`, one entry per output unit.
     """
 
     name: str
@@ -254,6 +282,7 @@ class Task:
     higher_is_better: dict[str, bool] | None = None
     background_class: int | None = None
     class_weight: Mapping[int, float] | str | None = None
+    standardize_target: bool | Mapping[str, Sequence[float]] = False
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -282,7 +311,11 @@ class Task:
         ):
             raise ValueError(f"Task {self.name!r}: background_class applies to segmentation tasks only, as a class "
                              f"id in [0, num_classes), got {self.background_class!r}.")
+        if isinstance(self.loss, str) and self.loss in _NAMED_LOSSES and self.loss not in self.spec.named_losses:
+            raise ValueError(f"Task {self.name!r}: loss {self.loss!r} is for kinds "
+                             f"{sorted(k for k, s in KINDS.items() if self.loss in s.named_losses)}, not {self.kind}.")
         object.__setattr__(self, "class_weight", self._checked_class_weight())
+        object.__setattr__(self, "standardize_target", self._checked_standardize_target())
         object.__setattr__(self, "metrics", None if self.metrics is None else tuple(self.metrics))
         object.__setattr__(self, "class_names", None if self.class_names is None else tuple(self.class_names))
         for metric in self.metrics or ():
@@ -296,9 +329,12 @@ class Task:
         weights = self.class_weight
         if weights is None:
             return None
-        if not self.spec.sparse_labels:
-            raise ValueError(f"Task {self.name!r}: class_weight applies to tasks whose labels are class indices "
-                             f"({', '.join(k for k, s in KINDS.items() if s.sparse_labels)}), not {self.kind}.")
+        if self.spec.class_weighting is None:
+            raise ValueError(f"Task {self.name!r}: class_weight applies to tasks whose labels are classes "
+                             f"({', '.join(k for k, s in KINDS.items() if s.class_weighting)}), not {self.kind}.")
+        if self.spec.class_weighting == "positive" and not _is_binary_crossentropy(self.loss):
+            raise ValueError(f"Task {self.name!r}: class_weight on a {self.kind} task weighs each label's positive "
+                             f"term of the binary cross-entropy; it does not apply to loss {self.loss!r}.")
         if isinstance(weights, str):
             if weights != "balanced":
                 raise ValueError(f"Task {self.name!r}: class_weight must be 'balanced' or {{class: weight}}, got "
@@ -316,6 +352,65 @@ class Task:
                              f"and finite weights > 0; got {bad}.")
         return weights
 
+    def _checked_standardize_target(self):
+        given = self.standardize_target
+        if given is None or given is False:
+            return False
+        if not self.spec.continuous_labels:
+            raise ValueError(f"Task {self.name!r}: standardize_target applies to real-valued targets "
+                             f"({', '.join(k for k, s in KINDS.items() if s.continuous_labels)}), not {self.kind}.")
+        if given is True:
+            return True
+        try:
+            mean, std = [float(v) for v in given["mean"]], [float(v) for v in given["std"]]
+        except (TypeError, KeyError, ValueError):
+            raise ValueError(f"Task {self.name!r}: standardize_target must be True, False or "
+                             f"{{'mean': [...], 'std': [...]}}, got {given!r}.") from None
+        if len(mean) != self.output_units or len(std) != self.output_units or not all(
+                math.isfinite(m) and math.isfinite(s) and s > 0 for m, s in zip(mean, std, strict=True)):
+            raise ValueError(f"Task {self.name!r}: standardize_target needs {self.output_units} finite means and "
+                             f"{self.output_units} finite spreads > 0; got {given!r}.")
+        return {"mean": mean, "std": std}
+
+    @property
+    def target_statistics(self) -> tuple[list[float], list[float]] | None:
+        """The standardized target's (mean, std) per output unit; None if not standardized or not yet computed."""
+        if isinstance(self.standardize_target, Mapping):
+            return list(self.standardize_target["mean"]), list(self.standardize_target["std"])
+        return None
+
+    def with_target_statistics(self, labels, mask=None) -> Task:
+        """This task with `standardize_target=True` replaced by the mean and spread of `labels` (its training
+        targets; a False `mask` entry for missing ones), per output unit; a constant target gets spread 1. Other
+        tasks come back unchanged.
+
+        >>> Task("hours", "regression", standardize_target=True).with_target_statistics([30, 50, 1e6],
+        ...                                                                              [1, 1, 0]).standardize_target
+        {'mean': [40.0], 'std': [10.0]}
+        """
+        if self.standardize_target is not True:
+            return self
+        values = np.asarray(labels, "float64").reshape(-1, self.output_units)
+        if mask is not None:
+            values = values[np.asarray(mask, bool).reshape(-1)]
+        if len(values) == 0:
+            raise ValueError(f"Task {self.name!r}: standardize_target=True needs labelled training examples; none.")
+        std = values.std(axis=0)
+        std = np.where(std > 1e-12 * np.maximum(1.0, np.abs(values.mean(axis=0))), std, 1.0)
+        return dataclasses.replace(self, standardize_target={
+            "mean": [float(np.float32(m)) for m in values.mean(axis=0)], "std": [float(np.float32(s)) for s in std]})
+
+    def loss_options(self) -> dict[str, Any]:
+        """What `MaskedLoss` takes from this task beyond its base loss: class weights (per class, or per label as
+        positive weights) and the standardized target's statistics; None for what is absent or not yet computed
+        from the training labels."""
+        weights = None if self.class_weight in (None, "balanced") else self.class_weight_vector
+        statistics = self.target_statistics
+        return {"class_weight": weights if self.spec.class_weighting == "class" else None,
+                "positive_weight": weights if self.spec.class_weighting == "positive" else None,
+                "target_mean": None if statistics is None else statistics[0],
+                "target_std": None if statistics is None else statistics[1]}
+
     @property
     def class_weight_vector(self) -> list[float] | None:
         """One weight per class (1 for a class `class_weight` leaves out); None without class weights."""
@@ -330,15 +425,32 @@ class Task:
         """This task with `class_weight="balanced"` replaced by weights from `labels` (its training labels, `-1` or
         a False `mask` entry for missing ones): n / (k n_c) for the n labelled examples (pixels, for segmentation)
         of k classes, n_c of class c, as scikit-learn's `compute_class_weight("balanced")`; 1 for a class with no
-        example. Other tasks come back unchanged.
+        example. For 0/1 label vectors (multilabel; a row of -1 missing), n_negative / n_positive per label (1 for a
+        label without positives or without negatives). Other tasks come back unchanged.
 
         >>> Task("mood", "multiclass", num_classes=3, class_weight="balanced").with_balanced_class_weight(
         ...     [0, 0, 0, 1, -1, 2]).class_weight
         {0: 0.5556, 1: 1.6667, 2: 1.6667}
+        >>> Task("tags", "multilabel", num_classes=2, class_weight="balanced").with_balanced_class_weight(
+        ...     [[1, 0], [0, 0], [0, 1], [0, 0], [-1, -1]]).class_weight
+        {0: 3.0, 1: 3.0}
         """
         if self.class_weight != "balanced":
             return self
         values = np.asarray(labels)
+        if self.spec.class_weighting == "positive":
+            rows = values.reshape(len(values), -1)
+            present = np.all(rows != MISSING, axis=1)
+            if mask is not None:
+                present &= np.asarray(mask, bool).reshape(-1)
+            if not present.any():
+                raise ValueError(f"Task {self.name!r}: class_weight='balanced' needs labelled training examples; "
+                                 f"none.")
+            positives = (rows[present] == 1).sum(axis=0)
+            negatives = present.sum() - positives
+            weights = {c: round(float(negatives[c] / positives[c]), 4) if positives[c] and negatives[c] else 1.0
+                       for c in range(self.num_classes)}
+            return dataclasses.replace(self, class_weight=weights)
         present = values != MISSING
         if mask is not None:
             present &= np.asarray(mask, bool).reshape((-1,) + (1,) * (values.ndim - 1))
@@ -371,10 +483,15 @@ class Task:
 
     def build_loss(self) -> keras.losses.Loss:
         """A fresh loss for this task, reduced over the examples that carry a label."""
-        base = self.spec.default_loss() if self.loss is None else self.loss
-        # "balanced" weights are set once fit has counted the training labels (`training/class_weights.py`).
-        weights = None if self.class_weight == "balanced" else self.class_weight_vector
-        return mtl_losses.MaskedLoss(base, name=f"{self.name}_loss", class_weight=weights)
+        if self.loss is None:
+            base = self.spec.default_loss()
+        elif isinstance(self.loss, str) and self.loss in self.spec.named_losses:
+            base = self.spec.named_losses[self.loss]()
+        else:
+            base = self.loss
+        # "balanced" weights and target statistics are set once fit has read the training labels
+        # (`training/label_statistics.py`).
+        return mtl_losses.MaskedLoss(base, name=f"{self.name}_loss", **self.loss_options())
 
     def build_metrics(self) -> list[keras.metrics.Metric]:
         """Fresh metric objects for this task (names as in the logs, without the task prefix)."""

@@ -57,7 +57,7 @@ from mtl_keras import keras_compat
 from mtl_keras.distribute import is_chief, is_multi_worker
 from mtl_keras.training.backup import ResumePoint, TrainingBackup
 from mtl_keras.training.callbacks import with_multitask_callbacks
-from mtl_keras.training.class_weights import resolve_balanced_class_weights
+from mtl_keras.training.label_statistics import resolve_label_statistics
 
 SUM = tf.distribute.ReduceOp.SUM
 
@@ -92,7 +92,7 @@ def fit_distributed(
                             f"tf.data.Dataset.from_tensor_slices((x, y)).batch(32); got {type(data).__name__}.")
     if x is None:
         raise ValueError("fit_distributed needs a training dataset (x).")
-    resolve_balanced_class_weights(model, dataset=x)
+    resolve_label_statistics(model, dataset=x)
     strategy = model.distribute_strategy
     _build(model, x)
     train_data, steps = _distribute(strategy, x), _known_steps(x)

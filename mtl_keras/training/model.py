@@ -53,8 +53,8 @@ from mtl_keras.datasets.pipeline import check_model_inputs, prepare_arrays, prep
 from mtl_keras.distribute import is_multi_worker
 from mtl_keras.tasks import Task, as_task_dict
 from mtl_keras.training.callbacks import StopOnNonFiniteLoss, with_multitask_callbacks
-from mtl_keras.training.class_weights import resolve_balanced_class_weights
 from mtl_keras.training.gradients import get_gradient_method
+from mtl_keras.training.label_statistics import check_standardized_heads, resolve_label_statistics
 from mtl_keras.training.loop import fit_distributed
 from mtl_keras.training.progress import TaskProgressBar
 from mtl_keras.training.step import BalancingMonitor, MultiTaskStep
@@ -154,6 +154,7 @@ class MultiTaskModel(keras.Model):
         for name in ("weighting", "balancing_monitor"):
             keras_compat.forget_layer(self, getattr(self, name, None))
         if self._tasks is not None:
+            check_standardized_heads(self, self._tasks)
             # The compile config keeps what the user asked for (the tasks rebuild the rest on loading), not the
             # built losses and metrics, which `compile_from_config` would otherwise wrap a second time.
             keras_compat.update_compile_config(self, {**given, "weighted_metrics": None})
@@ -226,8 +227,7 @@ class MultiTaskModel(keras.Model):
         if loop not in ("auto", "keras", "custom"):
             raise ValueError(f"loop must be 'auto', 'keras' or 'custom', got {loop!r}.")
         x, y, kwargs = self._checked_arrays(x, y, masks, kwargs)
-        resolve_balanced_class_weights(self, y, kwargs.get("sample_weight"),
-                                       x if isinstance(x, tf.data.Dataset) else None)
+        resolve_label_statistics(self, y, kwargs.get("sample_weight"), x if isinstance(x, tf.data.Dataset) else None)
         if isinstance(kwargs.get("validation_data"), tuple) and self._tasks is not None:
             validation = kwargs["validation_data"]
             if len(validation) not in (2, 3):
