@@ -221,14 +221,16 @@ def build_tabular_model(
     head_hidden_units: Sequence[int] = (32,),
     dropout: float = 0.0,
     name: str = "tabular_multitask",
+    numeric_encoding: str = "standardize",
+    numeric_embedding_dim: int = 8,
 ) -> keras.Model:
     """A multi-task model on tabular data: a dict of raw columns in, one output per task out.
 
     The columns keep the user's names: the model's inputs are named by `mtl_keras.datasets.features.input_name`,
     and `model.predict`, `make_tabular_dataset` and the exported SavedModel's `serve` take the original names.
 
-    raw columns -> per column `StringLookup` + `Embedding` (categorical) or standardisation (numeric), concatenated
-    -> sharing layer (shared bottom, MMoE, PLE, ...) -> one `TaskHead` per task.
+    raw columns -> per column `StringLookup` + `Embedding` (categorical) or standardisation or an embedding of the
+    number (numeric), concatenated -> sharing layer (shared bottom, MMoE, PLE, ...) -> one `TaskHead` per task.
 
     Args:
         tasks: the tasks (their names key the outputs).
@@ -240,6 +242,9 @@ def build_tabular_model(
         head_hidden_units: hidden layer widths of each head (its "tower").
         dropout: dropout in the heads.
         name: the model's name.
+        numeric_encoding: how numeric columns go in (`mtl_keras.encoders.numeric`): `"standardize"`,
+            `"piecewise_linear"` (over the quantile bins `describe_features` learned) or `"periodic"`.
+        numeric_embedding_dim: the width of each numeric column's embedding (the two embedding encodings).
 
     Example:
 
@@ -262,7 +267,7 @@ def build_tabular_model(
         raise ValueError(f"build_tabular_model: feature names must be distinct, got {names}.")
     columns = {name: column for column, name in input_names(names).items()}  # fails on two columns, one input name
     inputs = feature_inputs(features)
-    shared = encode_features(inputs, features)
+    shared = encode_features(inputs, features, numeric_encoding, numeric_embedding_dim)
     outputs = attach_shared_heads(shared, tasks, sharing, sharing_options, cascade, head_hidden_units, dropout)
     return MultiTaskModel(inputs, outputs, tasks=tasks, input_columns=columns, name=name)
 

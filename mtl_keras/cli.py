@@ -95,6 +95,11 @@ def _add_training_options(parser: argparse.ArgumentParser, data_help: str, examp
     parser.add_argument("--baselines", action="store_true",
                         help="also train one single-task model per task and report Δm")
     parser.add_argument("--limit", type=int, default=None, help=f"use a stratified subset of about N {examples}")
+    parser.add_argument("--train-limit", type=int, default=None, metavar="N",
+                        help="train on a seeded random N of the training split (validation and test stay whole)")
+    parser.add_argument("--standardize-targets", action="store_true", default=None,
+                        help="regression tasks train on their targets standardized by the training labels' mean and "
+                             "spread; outputs and the SavedModel stay in the targets' units")
     parser.add_argument("--seed", type=int, default=None, help="seed of the split, the initialisation and shuffling")
     parser.add_argument("--data", dest="data_path", default=None, help=data_help)
     parser.add_argument("--output", type=Path, default=None, help="run folder (default: runs/JOB-DATE-TIME)")
@@ -116,6 +121,7 @@ def _add_training_options(parser: argparse.ArgumentParser, data_help: str, examp
 
 def _parser() -> argparse.ArgumentParser:
     # The choices come from the registries, so that a new encoder, backbone or dataset is offered at once.
+    from mtl_keras.encoders.numeric import NUMERIC_ENCODINGS
     from mtl_keras.encoders.text import TEXT_ENCODERS
     from mtl_keras.encoders.vision import BACKBONES
     from mtl_keras.jobs.vision import PRESETS as VISION_PRESETS
@@ -158,6 +164,11 @@ def _parser() -> argparse.ArgumentParser:
                     "metrics are on the whole official test file (99,762 records).",
     )
     _add_sharing_options(census, "mmoe")
+    census.add_argument("--numeric-encoding", choices=NUMERIC_ENCODINGS, default=None,
+                        help="how numeric columns go in: standardize (default), piecewise_linear (over quantile "
+                             "bins) or periodic, each embedded per column (Gorishniy et al. 2022)")
+    census.add_argument("--numeric-embedding-dim", type=int, default=None, metavar="D",
+                        help="width of each numeric column's embedding (piecewise_linear, periodic)")
     _add_training_options(census, "the folder holding census_income_{train,test}.tsv.xz (default: bundled copy)",
                           "training records")
 

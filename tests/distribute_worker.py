@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -78,7 +79,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from mtl_keras.training.backup import TrainingBackup
 
+    cluster = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    name = f"worker{cluster.get('task', {}).get('index', 0)}"
+    workers = len(cluster.get("cluster", {}).get("worker", [None]))
+
     class ExitAt(keras.callbacks.Callback):
+        """Kills the process after a batch, once every worker has finished it: a collective's receiver fetches
+        its buffers from the sender after the sender's step has returned, so a worker that died at once could
+        take its peer down with "Socket closed" in the middle of the same step."""
+
         def __init__(self, epoch: int, batch: int):
             super().__init__()
             self.exit_epoch, self.exit_batch, self.epoch = epoch, batch, -1
@@ -87,11 +96,14 @@ def main(argv: list[str] | None = None) -> int:
             self.epoch = epoch
 
         def on_train_batch_end(self, batch, logs=None):
-            if (self.epoch, batch) == (self.exit_epoch, self.exit_batch):
-                os._exit(EXIT_CODE)
+            if (self.epoch, batch) != (self.exit_epoch, self.exit_batch):
+                return
+            (args.out / f"exit-{name}").touch()
+            deadline = time.monotonic() + 120
+            while len(list(args.out.glob("exit-worker*"))) < workers and time.monotonic() < deadline:
+                time.sleep(0.05)
+            os._exit(EXIT_CODE)
 
-    task_type = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
-    name = f"worker{task_type.get('index', 0)}"
     args.out.mkdir(parents=True, exist_ok=True)
     gradients = args.gradients.split(",")
     for gradient in gradients:

@@ -253,3 +253,22 @@ def test_standardize_target_errors():
     with pytest.raises(ValueError, match="Task 'hours' has standardize_target set, but model .* has no standardized "
                                          "head"):
         compile_multitask(plain, [task], optimizer="sgd")
+
+
+def test_job_options_limit_the_training_split_and_standardize_regression_targets():
+    from mtl_keras.datasets.splits import Split, Splits
+    from mtl_keras.jobs.base import JobConfig, check_job_config, with_job_data_options
+
+    def split(n):
+        return Split(np.arange(n), {"hours": np.arange(n, dtype="float32"), "rare": np.zeros(n, "int64")})
+
+    splits = Splits(split(100), split(10), split(10), [Task("hours", "regression"), Task("rare", "binary")])
+    limited = with_job_data_options(splits, JobConfig(train_limit=30, standardize_targets=True, seed=5))
+    assert len(limited.train) == 30 and len(limited.validation) == 10 and len(limited.test) == 10
+    assert set(limited.train.inputs) < set(range(100))
+    smaller = with_job_data_options(splits, JobConfig(train_limit=10, seed=5))
+    assert set(smaller.train.inputs) <= set(limited.train.inputs)  # nested: the same seed, a prefix of one order
+    assert [task.standardize_target for task in limited.tasks] == [True, False]
+    assert with_job_data_options(splits, JobConfig()).train is splits.train
+    with pytest.raises(ValueError, match="--train-limit must be a whole number >= 1, got 0"):
+        check_job_config(JobConfig(train_limit=0))

@@ -88,6 +88,60 @@ def test_numeric_column_by_hand():
     assert_config_round_trip(layer)
 
 
+def test_piecewise_linear_and_periodic_encodings_by_hand():
+    from mtl_keras.encoders.numeric import PeriodicEncoding, PiecewiseLinearEncoding
+
+    layer = PiecewiseLinearEncoding([0.0, 1.0, 3.0, 4.0], log=False)
+    values = np.array([-2.0, 0.25, 1.0, 2.0, 3.5, 9.0], "float32")
+    # First bin open below, last open above; middle bins clipped to [0, 1].
+    expected = [[-2.0, 0.0, 0.0], [0.25, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.5, 0.0], [1.0, 1.0, 0.5],
+                [1.0, 1.0, 6.0]]
+    np.testing.assert_allclose(np.asarray(layer(values)), expected, atol=1e-6)
+    logged = PiecewiseLinearEncoding([0.0, 1.0], log=True)
+    np.testing.assert_allclose(np.asarray(logged(np.array([np.e - 1.0], "float32"))), [[1.0]], atol=1e-6)
+    assert_config_round_trip(layer)
+    with pytest.raises(ValueError, match="at least 2 increasing edges"):
+        PiecewiseLinearEncoding([1.0, 1.0])
+    periodic = PeriodicEncoding(frequencies=2, sigma=1.0)
+    x = np.array([[0.5], [-1.0]], "float32")
+    out = np.asarray(periodic(x))
+    c = periodic.coefficients.numpy()
+    np.testing.assert_allclose(out, np.concatenate([np.sin(2 * np.pi * x * c), np.cos(2 * np.pi * x * c)], -1),
+                               atol=1e-5)
+    assert_config_round_trip(periodic)
+
+
+def test_quantile_bins_are_learned_and_travel_in_the_feature_config():
+    data = columns(n=200)
+    described = {f.name: f for f in describe_features(data, categorical=["job", "year"], log=["gains"], bins=4)}
+    age = described["age"]
+    np.testing.assert_allclose(age.bins, np.quantile(data["age"], [0, 0.25, 0.5, 0.75, 1]).astype("float32"))
+    # Gains are 0 for about 70% of rows: the duplicate edges merge, and the edges are of the logged values.
+    logged = np.sign(data["gains"]) * np.log1p(np.abs(data["gains"]))
+    expected = np.unique(np.quantile(logged, [0, 0.25, 0.5, 0.75, 1]).astype("float32"))
+    np.testing.assert_allclose(described["gains"].bins, expected)
+    assert len(described["gains"].bins) < 5
+    assert Feature.from_config(json.loads(json.dumps(age.get_config()))) == age
+    assert describe_features(data, bins=0)[0].bins is None
+    with pytest.raises(ValueError, match="bins are a numeric feature's increasing, finite edges"):
+        Feature("age", "numeric", bins=(2.0, 1.0))
+
+
+@pytest.mark.parametrize("encoding", ["piecewise_linear", "periodic"])
+def test_numeric_embeddings_in_the_tabular_builder_round_trip(encoding, tmp_path):
+    from helpers import assert_model_round_trips
+
+    model = build_tabular_model(TASKS, features(), head_hidden_units=(4,), numeric_encoding=encoding,
+                                numeric_embedding_dim=3)
+    kind = {"piecewise_linear": "PiecewiseLinearEncoding", "periodic": "PeriodicEncoding"}[encoding]
+    assert sum(type(layer).__name__ == kind for layer in model.layers) == 2  # age and gains
+    assert model.get_layer("age_numeric_embedding").units == 3
+    signature = [{f.name: tf.TensorSpec([None], tf.as_dtype(f.dtype), name=f.name) for f in features()}]
+    assert_model_round_trips(model, tabular_inputs(columns()), tmp_path, signature=signature)
+    with pytest.raises(ValueError, match="numeric_encoding must be one of"):
+        build_tabular_model(TASKS, features(), numeric_encoding="quantile")
+
+
 def tabular_inputs(data):
     return {name: tf.constant(values.astype(str) if values.dtype.kind not in "f" else values.astype("float32"))
             for name, values in data.items()}
@@ -224,3 +278,10 @@ def test_features_and_datasets_take_a_data_frame():
     dataset = make_tabular_dataset(frame, labels(), TASKS, features(), batch_size=4)
     inputs, _, _ = next(iter(dataset))
     assert inputs["job"].dtype == tf.string and inputs["age"].dtype == tf.float32
+
+
+def test_census_job_refuses_an_unknown_numeric_encoding_before_loading_data():
+    from mtl_keras.jobs.census import CensusJob
+
+    with pytest.raises(ValueError, match=r"--numeric-encoding must be one of \['standardize', 'piecewise_linear'"):
+        CensusJob(numeric_encoding="bins", data_path="/nonexistent")

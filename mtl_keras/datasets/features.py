@@ -131,6 +131,8 @@ class Feature:
         mean: a numeric column's mean (after the log, if any).
         variance: a numeric column's variance (after the log, if any).
         log: a numeric column goes through sign(x) * log(1 + |x|) before standardisation.
+        bins: a numeric column's quantile bin edges (after the log, if any; increasing, duplicates merged), for the
+            piecewise-linear encoding (`mtl_keras.encoders.tabular.PiecewiseLinearEncoding`).
     """
 
     name: str
@@ -140,6 +142,7 @@ class Feature:
     mean: float = 0.0
     variance: float = 1.0
     log: bool = False
+    bins: tuple[float, ...] | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -154,6 +157,13 @@ class Feature:
                 object.__setattr__(self, "embedding_dim", default_embedding_dim(len(self.vocabulary)))
         if not (math.isfinite(self.mean) and math.isfinite(self.variance) and self.variance >= 0):
             raise ValueError(f"Feature {self.name!r}: mean and variance must be finite (variance >= 0).")
+        if self.bins is not None:
+            edges = tuple(float(edge) for edge in self.bins)
+            increasing = all(b > a for a, b in zip(edges, edges[1:], strict=False))
+            if self.kind != "numeric" or len(edges) < 2 or not increasing or not all(map(math.isfinite, edges)):
+                raise ValueError(f"Feature {self.name!r}: bins are a numeric feature's increasing, finite edges "
+                                 f"(at least 2), got {self.bins!r}.")
+            object.__setattr__(self, "bins", edges)
 
     @property
     def input_name(self) -> str:
@@ -168,6 +178,7 @@ class Feature:
     def get_config(self) -> dict[str, Any]:
         config = dataclasses.asdict(self)
         config["vocabulary"] = None if self.vocabulary is None else list(self.vocabulary)
+        config["bins"] = None if self.bins is None else list(self.bins)
         return config
 
     @classmethod
@@ -220,6 +231,7 @@ def describe_features(
     exclude: Iterable[str] = (),
     min_count: int = 1,
     embedding_dim: int | Mapping[str, int] | None = None,
+    bins: int = 16,
 ) -> list[Feature]:
     """One `Feature` per column, learned from training data (vocabularies, means and variances).
 
@@ -233,6 +245,9 @@ def describe_features(
         min_count: values seen fewer times go to the out-of-vocabulary entry.
         embedding_dim: one width for every categorical column, or a width per column name (default: by
             cardinality, see `default_embedding_dim`).
+        bins: how many quantile bins to learn per numeric column (edges at the 0, 1/bins, ..., 1 quantiles of its
+            training values, duplicates merged: a column with few distinct values gets fewer), for the
+            piecewise-linear encoding; 0 for none.
     """
     arrays = column_dict(columns)
     categorical, numeric, log, exclude = set(categorical or ()), set(numeric or ()), set(log), set(exclude)
@@ -259,11 +274,27 @@ def describe_features(
             numbers = _numeric_values(name, values)
             transformed = signed_log1p(numbers) if name in log else numbers
             features.append(Feature(name, "numeric", mean=float(transformed.mean()),
-                                    variance=float(transformed.var()), log=name in log))
+                                    variance=float(transformed.var()), log=name in log,
+                                    bins=quantile_edges(transformed, bins)))
     if not features:
         raise ValueError("describe_features: no feature columns left.")
     input_names([feature.name for feature in features])  # two columns for one input name fail here, naming both
     return features
+
+
+def quantile_edges(values: np.ndarray, bins: int) -> tuple[float, ...] | None:
+    """The edges of `bins` quantile bins of `values` (increasing, duplicates merged; float32-exact); None if
+    `bins` is 0 or the values are constant.
+
+    >>> quantile_edges(np.array([0.0, 0, 0, 0, 1, 2, 3, 4]), 4)
+    (0.0, 0.5, 2.25, 4.0)
+    """
+    if bins < 0 or isinstance(bins, bool) or not isinstance(bins, int):
+        raise ValueError(f"describe_features: bins must be a whole number >= 0, got {bins!r}.")
+    if bins == 0:
+        return None
+    edges = np.unique(np.quantile(np.asarray(values, "float64"), np.linspace(0.0, 1.0, bins + 1)).astype("float32"))
+    return tuple(float(edge) for edge in edges) if len(edges) >= 2 else None
 
 
 def _numeric_values(name: str, values: np.ndarray) -> np.ndarray:

@@ -60,6 +60,8 @@ class JobConfig:
     patience: int = 2
     seed: int = DEFAULT_SEED
     limit: int | None = None
+    train_limit: int | None = None  # train on a seeded random N of the training split; validation and test whole
+    standardize_targets: bool = False  # regression tasks train on standardized targets (Task.standardize_target)
     loss_weights: dict[str, float] | None = None
     weighting: str = "static"
     weighting_options: dict[str, Any] | None = None
@@ -97,6 +99,18 @@ class BackboneConfig:
 RESUMABLE_CHANGES = ("backup_dir", "backup_every", "strategy", "baselines")
 
 
+def with_job_data_options(splits: Splits, config: JobConfig) -> Splits:
+    """The splits as the job's options ask: a training split of `train_limit` examples (a seeded random sample of
+    it; validation and test unchanged), tasks with standardized regression targets (`standardize_targets`)."""
+    if config.train_limit is not None and config.train_limit < len(splits.train):
+        splits = dataclasses.replace(splits, train=splits.train.sample(config.train_limit, config.seed))
+    if config.standardize_targets:
+        splits = dataclasses.replace(splits, tasks=[
+            dataclasses.replace(task, standardize_target=task.standardize_target or True)
+            if task.spec.continuous_labels else task for task in splits.tasks])
+    return splits
+
+
 class RunFolderError(ValueError):
     """A run folder that is incomplete or damaged; the message names the file and what to do."""
 
@@ -112,9 +126,10 @@ def check_job_config(config: JobConfig) -> None:
         raise ValueError(f"patience must be a whole number >= 0, got {config.patience!r}.")
     if not isinstance(config.learning_rate, int | float) or not 0 < config.learning_rate < float("inf"):
         raise ValueError(f"--learning-rate must be a finite number > 0, got {config.learning_rate!r}.")
-    if config.limit is not None and (isinstance(config.limit, bool) or not isinstance(config.limit, int)
-                                     or config.limit < 1):
-        raise ValueError(f"--limit must be a whole number >= 1, got {config.limit!r}.")
+    for name in ("limit", "train_limit"):
+        value = getattr(config, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}.")
     if config.backup_every is not None and not config.backup_dir:
         raise ValueError("--backup-every needs --backup-dir (where the backups go).")
     if isinstance(getattr(config, "sharing", None), str):  # a job of several sharings (text, census)
@@ -278,7 +293,7 @@ class Job:
         output = Path(output or Path("runs") / f"{self.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
         if output.exists() and not overwrite:  # checked again when writing; this saves loading data and training
             raise FileExistsError(f"{output} already exists; choose another --output or pass --overwrite.")
-        splits = self.load_data()
+        splits = with_job_data_options(self.load_data(), self.config)
         check_splits_not_empty(splits, self.config.limit)
         tasks = splits.tasks
         resolve_loss_weights(as_task_dict(tasks), self.config.loss_weights)  # bad names fail before any training
@@ -316,7 +331,8 @@ class Job:
             _write_json(folder / "config.json", {
                 "job": self.name,
                 "config": dataclasses.asdict(self.config),
-                "tasks": [task.get_config() for task in tasks],
+                # As trained: with what fit read from the labels ("balanced" class weights, target statistics).
+                "tasks": [task.get_config() for task in model.tasks or tasks],
                 "versions": {"mtl_keras": __version__, "tensorflow": tf.__version__, "keras": keras.__version__},
             })
         self.delete_backups(tasks)  # the run folder holds the results now
@@ -332,6 +348,7 @@ class Job:
         if not is_multi_worker(self.distribute_strategy()):
             return model
         set_global_seed(self.config.seed)
+        tasks = model.tasks or tasks  # with what fit read from the labels (class weights, target statistics)
         copy = self.compile(self.new_model(tasks, splits), tasks)
         copy.set_weights(model.get_weights())
         copy.optimizer.build(copy.trainable_variables)

@@ -17,6 +17,7 @@ from mtl_keras.datasets.census import CENSUS_CATEGORICAL, CENSUS_NUMERIC, load_c
 from mtl_keras.datasets.features import Feature, describe_features
 from mtl_keras.datasets.pipeline import as_feature_columns, make_tabular_dataset
 from mtl_keras.datasets.splits import Split, Splits
+from mtl_keras.encoders.numeric import NUMERIC_ENCODINGS
 from mtl_keras.jobs.base import Job, JobConfig
 from mtl_keras.tasks import Task
 
@@ -48,6 +49,8 @@ class CensusJobConfig(JobConfig):
     dropout: float = 0.1
     validation_fraction: float = 0.1
     data_path: str | None = None
+    numeric_encoding: str = "standardize"  # mtl_keras.encoders.numeric: standardize, piecewise_linear, periodic
+    numeric_embedding_dim: int = 8
 
 
 class CensusJob(Job):
@@ -59,6 +62,9 @@ class CensusJob(Job):
         if self.config.sharing not in DEFAULT_SHARING_OPTIONS:
             raise ValueError(f"--sharing must be one of {sorted(DEFAULT_SHARING_OPTIONS)}, got "
                              f"{self.config.sharing!r}.")
+        if self.config.numeric_encoding not in NUMERIC_ENCODINGS:  # before the data is loaded
+            raise ValueError(f"--numeric-encoding must be one of {list(NUMERIC_ENCODINGS)}, got "
+                             f"{self.config.numeric_encoding!r}.")
         self.features: list[Feature] | None = None
 
     def load_data(self) -> Splits:
@@ -80,6 +86,7 @@ class CensusJob(Job):
         return build_tabular_model(
             tasks, self.features, sharing=sharing, sharing_options=self.sharing_options(sharing),
             head_hidden_units=self.config.head_hidden_units, dropout=self.config.dropout,
+            numeric_encoding=self.config.numeric_encoding, numeric_embedding_dim=self.config.numeric_embedding_dim,
             name=f"census_{sharing}" if len(tasks) > 1 else f"census_{tasks[0].name}",
         )
 
