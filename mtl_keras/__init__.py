@@ -33,7 +33,7 @@ from mtl_keras.datasets.scenes import load_scenes
 from mtl_keras.datasets.tokenization import build_vocabulary, tokenize
 from mtl_keras.datasets.vader import load_vader, load_vader_lexicon
 from mtl_keras.distribute import get_strategy, local_cluster, split_cpu
-from mtl_keras.encoders.tabular import NumericColumn
+from mtl_keras.encoders.numeric import NumericColumn, PeriodicEncoding, PiecewiseLinearEncoding
 from mtl_keras.encoders.text import (
     BiLSTMTextEncoder,
     ConvTextEncoder,
@@ -45,7 +45,7 @@ from mtl_keras.evaluation import compute_metrics, delta_m, roc_auc, task_deltas
 from mtl_keras.export import export_saved_model, load_saved_model, serving_signature
 from mtl_keras.heads import TaskHead
 from mtl_keras.labels import MISSING, LabelError, prepare_labels
-from mtl_keras.losses import MaskedLoss
+from mtl_keras.losses import MaskedLoss, SparseCategoricalFocalCrossentropy
 from mtl_keras.metrics import (
     BoxIoU,
     ExactMatch,
@@ -155,6 +155,8 @@ __all__ = [
     "PCGrad",
     "PLE",
     "PearsonR",
+    "PeriodicEncoding",
+    "PiecewiseLinearEncoding",
     "PixelAccuracy",
     "PretrainedTrunk",
     "RandomLossWeighting",
@@ -162,6 +164,7 @@ __all__ = [
     "SharingLayer",
     "SmoothTchebycheff",
     "SoftSharing",
+    "SparseCategoricalFocalCrossentropy",
     "SparseMacroAUC",
     "StaticWeighting",
     "StopGradient",
