@@ -15,7 +15,7 @@ import numpy as np
 from mtl_keras.backbones import check_no_fine_tuning, make_trunk
 from mtl_keras.datasets.features import Feature, input_names
 from mtl_keras.datasets.pipeline import as_text_array
-from mtl_keras.datasets.tokenization import build_vocabulary, split_graph, standardize_graph
+from mtl_keras.datasets.tokenization import build_ngram_idf, build_vocabulary, split_graph, standardize_graph
 from mtl_keras.encoders.tabular import encode_features, feature_inputs
 from mtl_keras.encoders.text import get_text_encoder
 from mtl_keras.encoders.vision import BACKBONES, check_image_shape, conv_block, vision_trunk
@@ -98,6 +98,8 @@ def build_text_model(
     dropout: float = 0.3,
     embedding_dropout: float = 0.0,
     token_features: Mapping[str, Sequence[float]] | None = None,
+    tfidf_units: int = 0,
+    tfidf_max_tokens: int = 50000,
     sharing: str | SharingLayer = "hard",
     sharing_options: Mapping | None = None,
     cascade: TaskCascade | None = None,
@@ -129,6 +131,11 @@ def build_text_model(
         token_features: fixed prior knowledge per token (e.g. a sentiment lexicon's valence): token -> vector, all
             of one length. Each token's vector is appended, frozen, to its learned embedding; tokens absent from
             the mapping get zeros.
+        tfidf_units: when > 0, a wide branch beside the encoder: each text's TF-IDF bag of word unigrams and
+            bigrams (a `TextVectorization` adapted on `texts`) through a linear layer of this width, joined to the
+            encoder's output. It sees what a TF-IDF linear model sees, which a few hundred texts train far better
+            than embeddings learned from scratch (README, "Baselines users would pick instead").
+        tfidf_max_tokens: the branch's vocabulary of unigrams and bigrams, the most frequent in `texts`.
         sharing: how the tasks share the encoder's output (`mtl_keras.sharing`): `"hard"` (default: the encoder
             is the shared part), `"soft"`, `"cross_stitch"`, `"mmoe"`, `"ple"`, `"mtan"`, `"cascade"`, or a layer.
         sharing_options: arguments of the sharing layer named by `sharing`.
@@ -160,6 +167,11 @@ def build_text_model(
     (1, 3)
     """
     tasks = list(as_task_dict(tasks, input_names=["text"]).values())
+    if isinstance(tfidf_units, bool) or not isinstance(tfidf_units, int) or tfidf_units < 0:
+        raise ValueError(f"build_text_model: tfidf_units must be a whole number >= 0, got {tfidf_units!r}.")
+    if tfidf_units and (backbone is not None or texts is None):
+        raise ValueError("build_text_model: tfidf_units needs texts= (its vocabulary and inverse document "
+                         "frequencies are learned from the training texts), and no backbone.")
     if backbone is None:
         check_no_fine_tuning("build_text_model", preprocessor=preprocessor, pooling=pooling,
                              freeze_backbone=freeze_backbone, unfreeze_from=unfreeze_from, lora_rank=lora_rank)
@@ -207,9 +219,30 @@ def build_text_model(
     if encoder == "transformer":
         options.setdefault("max_length", max_length)
     shared = get_text_encoder(encoder, **options)(embedded)
+    if tfidf_units:
+        shared = keras.layers.Concatenate(name="encoder_with_tfidf")(
+            [shared, _tfidf_branch(inputs, texts, tfidf_units, tfidf_max_tokens)])
     shared = keras.layers.Dropout(dropout, name="shared_dropout")(shared)
     outputs = attach_shared_heads(shared, tasks, sharing, sharing_options, cascade, head_hidden_units, dropout)
     return MultiTaskModel(inputs, outputs, tasks=tasks, name=name)
+
+
+OUT_OF_VOCABULARY = "[UNK]"  # TextVectorization's oov_token; given first, it takes the idf weight given with it
+
+
+def _tfidf_branch(inputs, texts, units: int, max_tokens: int):
+    """strings -> TF-IDF of unigrams and bigrams (tokenized as the encoder's input is), of unit length ->
+    Dense(units)."""
+    terms, idf = build_ngram_idf(as_text_array(texts, "build_text_model: texts"), max_tokens)
+    # Words never seen in training weigh nothing, as in scikit-learn's TfidfVectorizer: Keras would give the
+    # out-of-vocabulary entry the mean idf, and on unseen texts that one entry then dominates the unit-length
+    # vector (on 500 VADER texts, a linear model on those features reached 0.56 domain accuracy, 0.76 without).
+    vectorizer = keras.layers.TextVectorization(
+        standardize=standardize_graph, split=split_graph, ngrams=2, output_mode="tf_idf",
+        vocabulary=[OUT_OF_VOCABULARY] + terms, idf_weights=[0.0] + idf, name="tfidf_vectorizer")
+    # Unit length, as scikit-learn's TfidfVectorizer gives them: long texts do not get larger inputs.
+    weighted = keras.layers.UnitNormalization(name="tfidf_unit_length")(vectorizer(inputs))
+    return keras.layers.Dense(units, name="tfidf_projection")(weighted)
 
 
 def build_tabular_model(

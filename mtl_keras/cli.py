@@ -100,6 +100,9 @@ def _add_training_options(parser: argparse.ArgumentParser, data_help: str, examp
     parser.add_argument("--standardize-targets", action="store_true", default=None,
                         help="regression tasks train on their targets standardized by the training labels' mean and "
                              "spread; outputs and the SavedModel stay in the targets' units")
+    parser.add_argument("--balance-classes", action="store_true", default=None,
+                        help="classification tasks weigh each class by n / (classes x its count in the training "
+                             "labels), so rare classes count as much as common ones")
     parser.add_argument("--seed", type=int, default=None, help="seed of the split, the initialisation and shuffling")
     parser.add_argument("--data", dest="data_path", default=None, help=data_help)
     parser.add_argument("--output", type=Path, default=None, help="run folder (default: runs/JOB-DATE-TIME)")
@@ -152,6 +155,9 @@ def _parser() -> argparse.ArgumentParser:
     text.add_argument("--embedding-dim", type=int, default=None)
     text.add_argument("--no-lexicon", dest="lexicon", action="store_false", default=None,
                       help="leave out the frozen VADER lexicon channels (valence, negation) beside the embedding")
+    text.add_argument("--tfidf-units", type=int, default=None, metavar="N",
+                      help="a TF-IDF branch (word unigrams and bigrams of the training texts) of width N beside the "
+                           "encoder; 0 leaves it out")
     _add_sharing_options(text, "hard")
     _add_backbone_options(text, "our embedding and encoder by default; RUN/trunk, the trunk an earlier run saved")
     _add_training_options(text, "the corpus file (default: bundled copy)", "texts")

@@ -269,6 +269,9 @@ def test_job_options_limit_the_training_split_and_standardize_regression_targets
     smaller = with_job_data_options(splits, JobConfig(train_limit=10, seed=5))
     assert set(smaller.train.inputs) <= set(limited.train.inputs)  # nested: the same seed, a prefix of one order
     assert [task.standardize_target for task in limited.tasks] == [True, False]
+    assert [task.class_weight for task in limited.tasks] == [None, None]
+    balanced = with_job_data_options(splits, JobConfig(balance_classes=True))
+    assert [task.class_weight for task in balanced.tasks] == [None, "balanced"]
     assert with_job_data_options(splits, JobConfig()).train is splits.train
     with pytest.raises(ValueError, match="--train-limit must be a whole number >= 1, got 0"):
         check_job_config(JobConfig(train_limit=0))

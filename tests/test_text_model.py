@@ -137,3 +137,40 @@ def test_text_model_with_mmoe_sharing_trains_on_two_replicas_like_on_one(text_ta
     assert type(mirrored).__name__ == "MultiTaskModel"
     for after_single, after_mirrored in zip(single.get_weights(), mirrored.get_weights(), strict=True):
         np.testing.assert_allclose(after_mirrored, after_single, atol=2e-5)
+
+
+def test_tfidf_branch_weighs_unigrams_and_bigrams_by_idf_and_round_trips(text_tasks, tiny_texts, tmp_path):
+    from mtl_keras.datasets.tokenization import build_ngram_idf
+
+    terms, idf = build_ngram_idf(["not good", "good film", "good"])
+    # "good" is in 3 of 3 texts: log(1 + 3/4); "not", "film" and both bigrams in 1: log(1 + 3/2).
+    assert terms == ["good", "film", "good film", "not", "not good"]
+    np.testing.assert_allclose(idf, [np.log(1.75)] + [np.log(2.5)] * 4)
+    assert build_ngram_idf(["not good", "good film", "good"], max_terms=3)[0] == ["good", "film"]
+
+    model = small_model(text_tasks, tiny_texts, tfidf_units=3)
+    vectorizer = model.get_layer("tfidf_vectorizer")
+    counts = vectorizer(tf.constant(["not good , not good"])).numpy()[0]
+    vocabulary = vectorizer.get_vocabulary()
+    expected_idf = dict(zip(*build_ngram_idf(tiny_texts), strict=True))
+    for term in ("not", "good", "not good"):  # twice each, times its idf
+        np.testing.assert_allclose(counts[vocabulary.index(term)], 2 * expected_idf[term], rtol=1e-6)
+    assert model.get_layer("tfidf_projection").kernel.shape == (len(vocabulary), 3)
+    # Unseen words weigh nothing (not the mean idf Keras would give them), so they cannot crowd out the others.
+    np.testing.assert_array_equal(vectorizer(tf.constant(["zebra quagga"])).numpy(), 0.0)
+    np.testing.assert_allclose(vectorizer(tf.constant(["zebra good"])).numpy()[0, vocabulary.index("good")],
+                               expected_idf["good"], rtol=1e-6)
+
+    clone = keras.Model.from_config(model.get_config())  # vocabulary and idf are in the config
+    clone.set_weights(model.get_weights())
+    texts = tf.constant(list(tiny_texts))
+    for name, values in model(texts).items():
+        np.testing.assert_allclose(np.asarray(clone(texts)[name]), np.asarray(values), atol=1e-6)
+    assert_model_round_trips(model, tf.constant(list(tiny_texts)), tmp_path, TEXT_SIGNATURE)
+
+
+def test_tfidf_branch_errors(text_tasks, tiny_texts):
+    with pytest.raises(ValueError, match="tfidf_units needs texts="):
+        build_text_model(text_tasks, vocabulary=["good", "bad"], tfidf_units=4)
+    with pytest.raises(ValueError, match="tfidf_units must be a whole number >= 0, got -1"):
+        build_text_model(text_tasks, texts=tiny_texts, tfidf_units=-1)

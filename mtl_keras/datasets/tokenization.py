@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import collections
+import math
 import re
 from collections.abc import Iterable
 
@@ -85,6 +86,29 @@ def build_vocabulary(texts: Iterable[str], max_tokens: int | None = 20000, min_c
     if not ranked:
         raise ValueError("build_vocabulary: the texts contain no token; is the training set empty?")
     return ranked
+
+
+def build_ngram_idf(texts: Iterable[str], max_terms: int = 50000) -> tuple[list[str], list[float]]:
+    """The word unigrams and bigrams in most of `texts` (ties in alphabetical order, at most `max_terms` less the
+    out-of-vocabulary entry) and their inverse document frequencies, log(1 + n / (1 + n_t)) as Keras' adapted
+    `TextVectorization(output_mode="tf_idf")` has them; bigrams are two tokens joined by a space, as its `ngrams=2`
+    makes them. Given to that layer as `vocabulary=` and `idf_weights=`, they are in its config, so the model
+    rebuilds from its config alone.
+
+    >>> terms, idf = build_ngram_idf(["good film", "good"])
+    >>> terms, [round(weight, 3) for weight in idf]
+    (['good', 'film', 'good film'], [0.511, 0.693, 0.693])
+    """
+    documents = collections.Counter()
+    count = 0
+    for text in texts:
+        tokens = tokenize(text)
+        documents.update(set(tokens) | {f"{a} {b}" for a, b in zip(tokens, tokens[1:], strict=False)})
+        count += 1
+    ranked = sorted(documents, key=lambda t: (-documents[t], t))[: max(max_terms - 1, 0)]
+    if not ranked:
+        raise ValueError("build_ngram_idf: the texts contain no token; is the training set empty?")
+    return ranked, [math.log(1 + count / (1 + documents[term])) for term in ranked]
 
 
 @keras.saving.register_keras_serializable(package="mtl_keras")

@@ -62,6 +62,7 @@ class JobConfig:
     limit: int | None = None
     train_limit: int | None = None  # train on a seeded random N of the training split; validation and test whole
     standardize_targets: bool = False  # regression tasks train on standardized targets (Task.standardize_target)
+    balance_classes: bool = False  # classification tasks weigh classes n / (k n_c): Task(class_weight="balanced")
     loss_weights: dict[str, float] | None = None
     weighting: str = "static"
     weighting_options: dict[str, Any] | None = None
@@ -101,13 +102,19 @@ RESUMABLE_CHANGES = ("backup_dir", "backup_every", "strategy", "baselines")
 
 def with_job_data_options(splits: Splits, config: JobConfig) -> Splits:
     """The splits as the job's options ask: a training split of `train_limit` examples (a seeded random sample of
-    it; validation and test unchanged), tasks with standardized regression targets (`standardize_targets`)."""
+    it; validation and test unchanged), tasks with standardized regression targets (`standardize_targets`), tasks
+    whose classes are weighed by their frequency (`balance_classes`: every task with classes that has no
+    class_weight of its own; one whose loss cannot take it is refused by `Task`, naming it)."""
     if config.train_limit is not None and config.train_limit < len(splits.train):
         splits = dataclasses.replace(splits, train=splits.train.sample(config.train_limit, config.seed))
     if config.standardize_targets:
         splits = dataclasses.replace(splits, tasks=[
             dataclasses.replace(task, standardize_target=task.standardize_target or True)
             if task.spec.continuous_labels else task for task in splits.tasks])
+    if config.balance_classes:
+        splits = dataclasses.replace(splits, tasks=[
+            dataclasses.replace(task, class_weight="balanced")
+            if task.spec.class_weighting and task.class_weight is None else task for task in splits.tasks])
     return splits
 
 

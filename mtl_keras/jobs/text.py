@@ -13,7 +13,6 @@ from mtl_keras.builders import build_text_model
 from mtl_keras.datasets.lexicon import sentiment_token_features
 from mtl_keras.datasets.pipeline import as_text_array, make_text_dataset
 from mtl_keras.datasets.splits import Split, Splits
-from mtl_keras.datasets.tokenization import build_vocabulary
 from mtl_keras.datasets.vader import load_vader, load_vader_lexicon
 from mtl_keras.jobs.base import BackboneConfig, Job, JobConfig, _log
 from mtl_keras.tasks import Task
@@ -31,6 +30,7 @@ class TextJobConfig(BackboneConfig, JobConfig):
     dropout: float = 0.3
     head_hidden_units: tuple[int, ...] = (64,)
     lexicon: bool = True  # frozen VADER valence + negation channels beside the learned embedding
+    tfidf_units: int = 0  # a TF-IDF unigram+bigram branch of this width beside the encoder (build_text_model)
     sharing: str = "hard"  # how the tasks share the encoder's output (mtl_keras.sharing)
     sharing_options: dict | None = None
     data_path: str | None = None
@@ -60,11 +60,10 @@ class TextJob(Job):
             return build_text_model(tasks, backbone=config.backbone, max_length=config.max_length,
                                     dropout=config.dropout, head_hidden_units=config.head_hidden_units, name=name,
                                     **sharing, **config.fine_tuning())
-        vocabulary = build_vocabulary(splits.train.inputs, max_tokens=config.max_tokens)
         return build_text_model(
-            tasks, vocabulary=vocabulary, encoder=config.encoder, max_tokens=config.max_tokens,
+            tasks, texts=splits.train.inputs, encoder=config.encoder, max_tokens=config.max_tokens,
             max_length=config.max_length, embedding_dim=config.embedding_dim, dropout=config.dropout,
-            head_hidden_units=config.head_hidden_units,
+            head_hidden_units=config.head_hidden_units, tfidf_units=config.tfidf_units,
             token_features=sentiment_token_features(load_vader_lexicon()) if config.lexicon else None,
             name=name, **sharing, **config.fine_tuning(),  # fine-tuning options without a backbone: refused
         )
