@@ -32,7 +32,7 @@ SUMMARY = {"sentiment": "accuracy", "intensity": "pearson_r", "domain": "accurac
 def run(method: str, limit: int, epochs: int, seed: int) -> dict:
     balancing = {"gradient": method} if method in GRADIENT_METHODS else {"weighting": method}
     job = TextJob(limit=limit, epochs=epochs, seed=seed, **balancing)
-    splits = job.load_data()
+    splits = job.data()
     start = time.perf_counter()
     model, history = job.train(splits.tasks, splits, verbose=0)
     seconds = time.perf_counter() - start

@@ -47,7 +47,7 @@ def test_aucs(job: CensusJob, splits, models_by_task) -> dict[str, float]:
 
 def run_one(name: str, seed: int, limit: int | None) -> tuple[dict[str, float], float]:
     job = CensusJob(sharing="hard" if name == "single" else name, seed=seed, limit=limit)
-    splits = job.load_data()
+    splits = job.data()
     started = time.perf_counter()
     if name == "single":
         models = {task.name: job.train([task], splits, verbose=0)[0] for task in splits.tasks}

@@ -27,10 +27,7 @@ import numpy as np  # noqa: E402
 from scipy.stats import pearsonr  # noqa: E402
 from sklearn.metrics import accuracy_score, f1_score  # noqa: E402
 
-from mtl_keras.jobs.base import (
-    predict_in_batches,  # noqa: E402
-    with_job_data_options,  # noqa: E402
-)
+from mtl_keras.jobs.base import predict_in_batches  # noqa: E402
 from mtl_keras.jobs.text import TextJob  # noqa: E402
 from mtl_keras.labels import MISSING  # noqa: E402
 from mtl_keras.seeds import DEFAULT_SEED  # noqa: E402
@@ -84,7 +81,7 @@ def main() -> None:
         for seed in args.seeds:
             started = time.perf_counter()
             job = TextJob(seed=seed, train_limit=None if size == "full" else int(size), **overrides)
-            splits = with_job_data_options(job.load_data(), job.config)
+            splits = job.data()
             model, history = job.train(splits.tasks, splits, verbose=0)
             scores = test_scores(job, model, splits.test)
             row = {"size": size, "train_size": len(splits.train), "seed": seed, "epochs": len(history["loss"]),

@@ -100,9 +100,9 @@ def _add_training_options(parser: argparse.ArgumentParser, data_help: str, examp
     parser.add_argument("--standardize-targets", action="store_true", default=None,
                         help="regression tasks train on their targets standardized by the training labels' mean and "
                              "spread; outputs and the SavedModel stay in the targets' units")
-    parser.add_argument("--balance-classes", action="store_true", default=None,
+    parser.add_argument("--balance-classes", action=argparse.BooleanOptionalAction, default=None,
                         help="classification tasks weigh each class by n / (classes x its count in the training "
-                             "labels), so rare classes count as much as common ones")
+                             "labels), so rare classes count as much as common ones (the text job's default)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the split, the initialisation and shuffling")
     parser.add_argument("--data", dest="data_path", default=None, help=data_help)
     parser.add_argument("--output", type=Path, default=None, help="run folder (default: runs/JOB-DATE-TIME)")
@@ -171,8 +171,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_sharing_options(census, "mmoe")
     census.add_argument("--numeric-encoding", choices=NUMERIC_ENCODINGS, default=None,
-                        help="how numeric columns go in: standardize (default), piecewise_linear (over quantile "
-                             "bins) or periodic, each embedded per column (Gorishniy et al. 2022)")
+                        help="how numeric columns go in: periodic (default; sin/cos of learned frequencies), "
+                             "piecewise_linear (over quantile bins), both embedded per column (Gorishniy et al. "
+                             "2022), or standardize")
     census.add_argument("--numeric-embedding-dim", type=int, default=None, metavar="D",
                         help="width of each numeric column's embedding (piecewise_linear, periodic)")
     _add_training_options(census, "the folder holding census_income_{train,test}.tsv.xz (default: bundled copy)",
@@ -299,7 +300,7 @@ def _affinity(args) -> int:
     from mtl_keras.jobs.base import check_splits_not_empty
 
     job = _job_from_args(args)
-    splits = job.load_data()
+    splits = job.data()
     check_splits_not_empty(splits, job.config.limit)
     affinity = TaskAffinity(every_n_steps=args.every, lookahead_learning_rate=args.lookahead_learning_rate)
     start = time.perf_counter()
@@ -452,7 +453,7 @@ def _evaluate(args) -> int:
              else load_run_model(args.run))  # before the data: a damaged file fails at once
     # A `.keras` model carries its tasks; a SavedModel serves tensors only, so its tasks come from config.json.
     tasks = getattr(model, "tasks", None) or [Task.from_config(t) for t in record["tasks"]]
-    splits = job.load_data()
+    splits = job.data()
     check_splits_not_empty(splits, job.config.limit)
     split = getattr(splits, args.split)
     inputs = job.model_inputs(split.inputs)

@@ -196,7 +196,7 @@ def search_loss_weights(
         raise ValueError(f"tuner must be one of {list(TUNERS)}, got {tuner!r}.")
     if max_trials is not None and max_trials < 1:
         raise ValueError(f"max_trials must be at least 1, got {max_trials!r}.")
-    splits = job.load_data()
+    splits = job.data()
     check_splits_not_empty(splits, job.config.limit)
     tasks = as_task_dict(splits.tasks)
     job_weights = resolve_loss_weights(tasks, job.config.loss_weights)

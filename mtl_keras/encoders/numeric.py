@@ -9,7 +9,8 @@ trees keep their edge on tabular data. Three encodings (`NUMERIC_ENCODINGS`), ea
 - `"piecewise_linear"`: `PiecewiseLinearEncoding` over the column's quantile bins (`describe_features(bins=)`),
   then a linear layer and ReLU per column (the paper's PLE + LR);
 - `"periodic"`: the standardised value through `PeriodicEncoding` (sin and cos of trainable frequencies), then a
-  linear layer and ReLU per column (the paper's PLR).
+  linear layer and ReLU per column (the paper's PLR). The default of the builders and the census job: on
+  census-income it beat the other two on income AUC with two seeds (README, "Numeric encodings").
 
 Example:
 
@@ -145,7 +146,7 @@ class PeriodicEncoding(keras.layers.Layer):
         return {**super().get_config(), "frequencies": self.frequencies, "sigma": self.sigma}
 
 
-def encode_numeric(column, feature: Feature, encoding: str = "standardize", embedding_dim: int = 8,
+def encode_numeric(column, feature: Feature, encoding: str = "periodic", embedding_dim: int = 8,
                    name: str | None = None):
     """One numeric column's input -> its encoding (`(batch, 1)` standardised, or `(batch, embedding_dim)`
     embedded). A column without bins (constant in training, or `describe_features(bins=0)`) is standardised

@@ -34,7 +34,7 @@ def feature_inputs(features: Sequence[Feature]) -> dict[str, keras.KerasTensor]:
 
 
 def encode_features(inputs: Mapping[str, keras.KerasTensor], features: Sequence[Feature],
-                    numeric_encoding: str = "standardize", numeric_embedding_dim: int = 8):
+                    numeric_encoding: str = "periodic", numeric_embedding_dim: int = 8):
     """Raw column inputs -> one concatenated feature vector `(batch, width)`; numeric columns encoded by
     `numeric_encoding` (one of `NUMERIC_ENCODINGS`, see `mtl_keras.encoders.numeric`)."""
     if numeric_encoding not in NUMERIC_ENCODINGS:

@@ -168,7 +168,13 @@ class Job:
 
     # --- what a job defines -------------------------------------------------------------------------------------
     def load_data(self) -> Splits:
+        """The job's data as it comes; `data()` is what training, tuning and the reports use."""
         raise NotImplementedError
+
+    def data(self) -> Splits:
+        """The splits and tasks as the job's options ask (`with_job_data_options`: --train-limit,
+        --standardize-targets, --balance-classes), the one way every command gets them."""
+        return with_job_data_options(self.load_data(), self.config)
 
     def build_model(self, tasks: list[Task], splits: Splits) -> keras.Model:
         raise NotImplementedError
@@ -300,7 +306,7 @@ class Job:
         output = Path(output or Path("runs") / f"{self.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
         if output.exists() and not overwrite:  # checked again when writing; this saves loading data and training
             raise FileExistsError(f"{output} already exists; choose another --output or pass --overwrite.")
-        splits = with_job_data_options(self.load_data(), self.config)
+        splits = self.data()
         check_splits_not_empty(splits, self.config.limit)
         tasks = splits.tasks
         resolve_loss_weights(as_task_dict(tasks), self.config.loss_weights)  # bad names fail before any training
