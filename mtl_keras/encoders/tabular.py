@@ -2,17 +2,17 @@
 
 Per feature (`mtl_keras.datasets.features.Feature`): `StringLookup` + `Embedding` for a categorical column (unseen
 values share one out-of-vocabulary row), for a numeric one `NumericColumn` (optional signed log, then
-standardisation) or an embedding of the number (`mtl_keras.encoders.numeric`); all concatenated. The model
-therefore takes raw columns, and so does its SavedModel.
+standardisation) or an embedding of the number (`mtl_keras.encoders.numeric`, periodic by default); all
+concatenated. The model therefore takes raw columns, and so does its SavedModel.
 
-Example:
+Example (the job column's 8-wide embedding beside age, embedded 8 wide or standardised to one value):
 
 >>> import numpy as np
 >>> from mtl_keras.datasets.features import describe_features
 >>> features = describe_features({"age": np.array([25.0, 40.0]), "job": np.array(["a", "b"])})
 >>> inputs = feature_inputs(features)
->>> tuple(encode_features(inputs, features).shape)
-(None, 9)
+>>> tuple(encode_features(inputs, features).shape), tuple(encode_features(inputs, features, "standardize").shape)
+((None, 16), (None, 9))
 """
 
 from __future__ import annotations
