@@ -157,7 +157,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="leave out the frozen VADER lexicon channels (valence, negation) beside the embedding")
     text.add_argument("--tfidf-units", type=int, default=None, metavar="N",
                       help="a TF-IDF branch (word unigrams and bigrams of the training texts) of width N beside the "
-                           "encoder; 0 leaves it out")
+                           "encoder (default 64; 0 leaves it out; a --backbone has none)")
     _add_sharing_options(text, "hard")
     _add_backbone_options(text, "our embedding and encoder by default; RUN/trunk, the trunk an earlier run saved")
     _add_training_options(text, "the corpus file (default: bundled copy)", "texts")

@@ -34,7 +34,7 @@ class TextJobConfig(BackboneConfig, JobConfig):
     dropout: float = 0.3
     head_hidden_units: tuple[int, ...] = (64,)
     lexicon: bool = True  # frozen VADER valence + negation channels beside the learned embedding
-    tfidf_units: int = 64  # a TF-IDF unigram+bigram branch of this width beside the encoder (build_text_model)
+    tfidf_units: int = 64  # a TF-IDF unigram+bigram branch beside our encoder (build_text_model); not with backbone
     sharing: str = "hard"  # how the tasks share the encoder's output (mtl_keras.sharing)
     sharing_options: dict | None = None
     data_path: str | None = None
