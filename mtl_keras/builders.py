@@ -132,10 +132,12 @@ def build_text_model(
             of one length. Each token's vector is appended, frozen, to its learned embedding; tokens absent from
             the mapping get zeros.
         tfidf_units: when > 0, a wide branch beside the encoder: each text's TF-IDF bag of word unigrams and
-            bigrams (a `TextVectorization` adapted on `texts`) through a linear layer of this width, joined to the
-            encoder's output. It sees what a TF-IDF linear model sees, which a few hundred texts train far better
-            than embeddings learned from scratch (README, "Baselines users would pick instead").
-        tfidf_max_tokens: the branch's vocabulary of unigrams and bigrams, the most frequent in `texts`.
+            bigrams (terms and idf counted on `texts` by `build_ngram_idf`; unseen words weigh 0), of unit length,
+            through a linear layer of this width, joined to the encoder's output. It sees what a TF-IDF linear
+            model sees, which a few hundred texts train far better than embeddings learned from scratch (README,
+            "Small corpora, against the baselines users would pick instead").
+        tfidf_max_tokens: the branch's vocabulary: the unigrams and bigrams in most of `texts`, plus one entry
+            for unseen words (at least 2).
         sharing: how the tasks share the encoder's output (`mtl_keras.sharing`): `"hard"` (default: the encoder
             is the shared part), `"soft"`, `"cross_stitch"`, `"mmoe"`, `"ple"`, `"mtan"`, `"cascade"`, or a layer.
         sharing_options: arguments of the sharing layer named by `sharing`.
@@ -169,6 +171,10 @@ def build_text_model(
     tasks = list(as_task_dict(tasks, input_names=["text"]).values())
     if isinstance(tfidf_units, bool) or not isinstance(tfidf_units, int) or tfidf_units < 0:
         raise ValueError(f"build_text_model: tfidf_units must be a whole number >= 0, got {tfidf_units!r}.")
+    if tfidf_units and (isinstance(tfidf_max_tokens, bool) or not isinstance(tfidf_max_tokens, int)
+                        or tfidf_max_tokens < 2):
+        raise ValueError(f"build_text_model: tfidf_max_tokens must be a whole number >= 2 (one entry is for unseen "
+                         f"words), got {tfidf_max_tokens!r}.")
     if tfidf_units and (backbone is not None or texts is None):
         raise ValueError("build_text_model: tfidf_units needs texts= (its vocabulary and inverse document "
                          "frequencies are learned from the training texts), and no backbone.")

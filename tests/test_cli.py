@@ -162,3 +162,14 @@ def test_tune_prints_the_best_weights_writes_tuning_json_and_its_reference_train
 
     assert main(command) == 2  # tuning.json is there: refused before any training
     assert "already exists" in capsys.readouterr().err
+
+
+def test_text_defaults_balance_classes_and_the_tfidf_branch_and_options_turn_them_off():
+    from mtl_keras.cli import _job_from_args, _parser
+
+    default = _job_from_args(_parser().parse_args(["train", "text"])).config
+    assert (default.balance_classes, default.tfidf_units, default.epochs) == (True, 64, 40)
+    changed = _job_from_args(_parser().parse_args(["train", "text", "--no-balance-classes", "--tfidf-units", "0"]))
+    assert (changed.config.balance_classes, changed.config.tfidf_units) == (False, 0)
+    census = _job_from_args(_parser().parse_args(["train", "census", "--balance-classes"])).config
+    assert census.balance_classes and census.numeric_encoding == "periodic"

@@ -174,3 +174,7 @@ def test_tfidf_branch_errors(text_tasks, tiny_texts):
         build_text_model(text_tasks, vocabulary=["good", "bad"], tfidf_units=4)
     with pytest.raises(ValueError, match="tfidf_units must be a whole number >= 0, got -1"):
         build_text_model(text_tasks, texts=tiny_texts, tfidf_units=-1)
+    with pytest.raises(ValueError, match=r"tfidf_max_tokens must be a whole number >= 2 \(one entry is for unseen"):
+        build_text_model(text_tasks, texts=tiny_texts, tfidf_units=4, tfidf_max_tokens=1)
+    with pytest.raises(ValueError, match="tfidf_units needs texts=.*and no backbone"):
+        build_text_model(text_tasks, backbone="bert_tiny_en_uncased", tfidf_units=4)
