@@ -11,6 +11,7 @@ from mtl_keras import (
     CrossStitch,
     CrossStitchUnit,
     DenseStack,
+    DSelectK,
     Gate,
     HardSharing,
     MMoE,
@@ -23,6 +24,8 @@ from mtl_keras import (
     expert_gates,
     get_sharing,
 )
+from mtl_keras.sharing import SHARING, DSelectGate
+from mtl_keras.sharing.dselect_k import selector_distribution, smooth_step
 
 NAMES = ["a", "b", "c"]
 TASKS = [Task("a", "binary"), Task("b", "regression"), Task("c", "multiclass", num_classes=3)]
@@ -46,10 +49,13 @@ LAYERS = {
     "ple": lambda names=NAMES, **kwargs: PLE(names, num_levels=2, num_shared_experts=2, num_task_experts=1,
                                              expert_units=(4,), **kwargs),
     "mtan": lambda names=NAMES, **kwargs: TaskAttention(names, units=(8, 4), **kwargs),
+    # 3 experts: not a power of two, so the unused code and its penalty are exercised too.
+    "dselect_k": lambda names=NAMES, **kwargs: DSelectK(names, num_experts=3, k=2, expert_units=(8, 4), **kwargs),
 }
 BUILDING_BLOCKS = {
     "DenseStack": lambda: DenseStack((6, 3), dropout=0.1),
     "Gate": lambda: Gate(num_experts=4, hidden_units=(5,)),
+    "DSelectGate": lambda: DSelectGate(num_experts=5, k=2, gamma=2.0, static=True),
     "StopGradient": lambda: StopGradient(),
 }
 
@@ -69,6 +75,10 @@ def every_sharing_side_by_side(inputs):
         layer = LAYERS[kind]([task.name for task in tasks], name=f"{kind}_branch")
         outputs.update(attach_shared_heads(inputs, tasks, layer, head_hidden_units=(4,)))
     return outputs
+
+
+def test_every_registered_sharing_is_tested_here():
+    assert sorted(LAYERS) == sorted(SHARING)
 
 
 @pytest.mark.parametrize("kind", sorted(LAYERS))
@@ -123,8 +133,9 @@ def test_unknown_sharing_and_mismatched_layer_are_refused():
         model_with("cascade")
 
 
-def test_gates_sum_to_one_and_experts_start_different(tmp_path):
-    model = model_with(LAYERS["mmoe"]())
+@pytest.mark.parametrize("kind", ["mmoe", "dselect_k"])
+def test_gates_sum_to_one_and_experts_start_different(kind, tmp_path):
+    model = model_with(LAYERS[kind]())
     gates = expert_gates(model, features())[model.layers[1].name]
     assert sorted(gates) == NAMES
     for values in gates.values():
@@ -285,3 +296,181 @@ def test_cross_stitch_unit_refuses_the_wrong_number_of_tensors():
     first, second = keras.layers.Dense(3)(inputs), keras.layers.Dense(3)(inputs)
     with pytest.raises(ValueError, match="expected a list of 2 tensors"):
         CrossStitchUnit(num_tasks=2)([first, second, first])
+
+
+# --- DSelect-k -------------------------------------------------------------------------------------------------------
+
+
+def numpy_smooth_step(t, gamma=1.0):
+    t = np.asarray(t, "float64")
+    return np.where(t <= -gamma / 2, 0.0, np.where(t >= gamma / 2, 1.0, -2 / gamma**3 * t**3 + 1.5 / gamma * t + 0.5))
+
+
+def numpy_entropy(r):
+    return -np.sum(r * np.log(r + 1e-6), axis=-1)
+
+
+def static_gate(num_experts, z, alpha, **kwargs):
+    """A static DSelect-k gate with the given logits z (k, m) and selector weights alpha (k,)."""
+    gate = DSelectGate(num_experts, k=len(z), static=True, **kwargs)
+    gate.build((None, 2))
+    gate.z.assign(np.asarray(z, "float32"))
+    if len(z) > 1:
+        gate.alpha.assign(np.asarray(alpha, "float32"))
+    return gate
+
+
+def set_gate_logits(gate, z_kernel, z_bias):
+    gate.z_logits.kernel.assign(np.asarray(z_kernel, "float32"))
+    gate.z_logits.bias.assign(np.asarray(z_bias, "float32"))
+
+
+def test_smooth_step_by_hand():
+    # gamma = 1: S(0.25) = -2/64 + 3/8 + 1/2, S(-0.1) = 2/1000 - 3/20 + 1/2, S(0.4) = -0.128 + 0.6 + 0.5.
+    t = np.array([-3.0, -0.5, -0.25, -0.1, 0.0, 0.25, 0.4, 0.5, 0.5001, 7.0], "float32")
+    np.testing.assert_allclose(np.asarray(smooth_step(t)),
+                               [0, 0, 0.15625, 0.352, 0.5, 0.84375, 0.972, 1, 1, 1], atol=1e-6)
+    # gamma = 2 stretches the cubic over [-1, 1]: S(0.5) = -2/8 * 1/8 + 3/4 * 1/2 + 1/2.
+    np.testing.assert_allclose(np.asarray(smooth_step(np.float32([-1.0, 0.5, 0.9]), gamma=2.0)),
+                               [0, 0.84375, -0.18225 + 0.675 + 0.5], atol=1e-6)
+    # Exactly 0 and 1 outside [-gamma/2, gamma/2] (a sigmoid never is), and so no gradient there.
+    outside = np.float32([-100.0, -1.0, -0.5, 0.5, 1.0, 100.0])
+    assert np.asarray(smooth_step(outside)).tolist() == [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+    t = tf.constant([-0.7, 0.6, -0.3, 0.2])
+    with tf.GradientTape() as tape:
+        tape.watch(t)
+        values = smooth_step(t)
+    # S'(t) = -6 t^2 + 3/2 inside, 0 outside.
+    np.testing.assert_allclose(tape.gradient(values, t).numpy(), [0, 0, -6 * 0.09 + 1.5, -6 * 0.04 + 1.5], atol=1e-6)
+
+
+def test_selector_distributions_and_gate_by_hand():
+    z, alpha = [[0.25, -0.1], [0.0, 0.4]], [0.3, -0.2]
+    s = [(0.84375, 0.352), (0.5, 0.972)]  # S(z), from the smooth step's values above
+    weights = np.exp(alpha) / np.exp(alpha).sum()
+    # K = 4 (m = 2): expert j has code j in binary, the first logit deciding the most significant bit.
+    by_hand = np.array([[(1 - a) * (1 - b), (1 - a) * b, a * (1 - b), a * b] for a, b in s])
+    r, reachable = selector_distribution(np.float32(z), num_experts=4)
+    np.testing.assert_allclose(np.asarray(r), by_hand, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(reachable), 1.0, atol=1e-6)
+    gate = np.asarray(static_gate(4, z, alpha)(np.zeros((3, 2), "float32")))
+    np.testing.assert_allclose(gate, np.tile(weights @ by_hand, (3, 1)), atol=1e-6)
+    np.testing.assert_allclose(gate.sum(axis=1), 1.0, atol=1e-6)
+    # K = 3: code 3 (binary 11) is no expert; its mass a * b is spread evenly over the three.
+    by_hand = np.array([[(1 - a) * (1 - b) + a * b / 3, (1 - a) * b + a * b / 3, a * (1 - b) + a * b / 3]
+                        for a, b in s])
+    r, reachable = selector_distribution(np.float32(z), num_experts=3)
+    np.testing.assert_allclose(np.asarray(r), by_hand, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(reachable), [1 - a * b for a, b in s], atol=1e-6)
+    gate = np.asarray(static_gate(3, z, alpha)(np.zeros((3, 2), "float32")))
+    np.testing.assert_allclose(gate, np.tile(weights @ by_hand, (3, 1)), atol=1e-6)
+    np.testing.assert_allclose(gate.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_per_example_gate_by_hand():
+    """z = x W + b for each example: different examples, different selections."""
+    gate = DSelectGate(num_experts=4, k=1)
+    x = features(n=4, width=3)
+    gate(x)
+    kernel, bias = np.float32([[0.2, -0.1], [0.0, 0.3], [-0.1, 0.1]]), np.float32([0.05, -0.02])
+    set_gate_logits(gate, kernel, bias)
+    a, b = numpy_smooth_step(x @ kernel + bias).T
+    by_hand = np.stack([(1 - a) * (1 - b), (1 - a) * b, a * (1 - b), a * b], axis=1)
+    values = np.asarray(gate(x))
+    np.testing.assert_allclose(values, by_hand, atol=1e-6)
+    np.testing.assert_allclose(values.sum(axis=1), 1.0, atol=1e-6)
+    assert not np.allclose(values[0], values[1])
+
+
+def test_saturated_selector_picks_exactly_one_expert():
+    layer = DSelectK(["a", "b"], num_experts=4, k=1, expert_units=(3,))
+    x = features()
+    layer(x)
+    # Logits outside (-1/2, 1/2) for every example (a zero kernel): task a encodes 10 = expert 2, task b 01 = expert
+    # 1, the latter right on the edges, where S is already exactly 0 and 1.
+    set_gate_logits(layer.task_gates["a"], np.zeros((5, 2)), [5.0, -5.0])
+    set_gate_logits(layer.task_gates["b"], np.zeros((5, 2)), [-0.5, 0.5])
+    gates = {name: np.asarray(values) for name, values in layer.gates(x).items()}
+    np.testing.assert_array_equal(gates["a"], np.tile([0.0, 0.0, 1.0, 0.0], (6, 1)))
+    np.testing.assert_array_equal(gates["b"], np.tile([0.0, 1.0, 0.0, 0.0], (6, 1)))
+    with tf.GradientTape() as tape:
+        outputs = layer(x)
+        selected = tf.reduce_sum(outputs["a"])
+    np.testing.assert_array_equal(np.asarray(outputs["a"]), np.asarray(layer.experts[2](x)))
+    np.testing.assert_array_equal(np.asarray(outputs["b"]), np.asarray(layer.experts[1](x)))
+    # The choice is made: no gradient reaches the saturated selector's logits.
+    kernel = layer.task_gates["a"].z_logits.kernel
+    np.testing.assert_array_equal(tape.gradient(selected, kernel).numpy(), 0.0)
+
+
+def test_a_selector_saturated_on_an_unused_code_gives_a_uniform_gate():
+    # K = 5 needs 3 bits; codes 5, 6 and 7 are no expert. A selector set on 111 spreads its mass evenly (no NaN).
+    gate = static_gate(5, [[1.0, 1.0, 1.0]], alpha=None)
+    values = np.asarray(gate(np.zeros((2, 2), "float32"), training=True))
+    np.testing.assert_allclose(values, 0.2, atol=1e-7)
+    assert np.isfinite([float(loss) for loss in gate.losses]).all()
+
+
+def test_entropy_regularizer_and_reachability_penalty_by_hand():
+    z, alpha = [[0.25, -0.1], [0.0, 0.4]], [0.3, -0.2]
+    s = [(0.84375, 0.352), (0.5, 0.972)]
+    gate = static_gate(4, z, alpha, entropy_regularization=0.1)
+    inputs = np.zeros((3, 2), "float32")
+    gate(inputs)
+    assert gate.losses == []  # only in training
+    gate(inputs, training=True)
+    r = np.array([[(1 - a) * (1 - b), (1 - a) * b, a * (1 - b), a * b] for a, b in s])
+    (loss,) = gate.losses
+    np.testing.assert_allclose(float(loss), 0.1 * numpy_entropy(r).sum(), rtol=1e-5)
+    # K = 3: the entropy of the spread distributions, and sum_i (1 / reachable_i - 1) for the mass on code 11.
+    gate = static_gate(3, z, alpha, entropy_regularization=0.1)
+    gate(inputs, training=True)
+    r = np.array([[(1 - a) * (1 - b) + a * b / 3, (1 - a) * b + a * b / 3, a * (1 - b) + a * b / 3] for a, b in s])
+    entropy_loss, penalty = (float(loss) for loss in gate.losses)
+    np.testing.assert_allclose(entropy_loss, 0.1 * numpy_entropy(r).sum(), rtol=1e-5)
+    np.testing.assert_allclose(penalty, sum(1 / (1 - a * b) - 1 for a, b in s), rtol=1e-5)
+    # Per example: the mean over examples of each example's summed entropies.
+    gate = DSelectGate(num_experts=4, k=1, entropy_regularization=0.5)
+    x = features(n=4, width=3)
+    gate(x)
+    kernel, bias = np.float32([[0.2, -0.1], [0.0, 0.3], [-0.1, 0.1]]), np.float32([0.05, -0.02])
+    set_gate_logits(gate, kernel, bias)
+    gate(x, training=True)
+    a, b = numpy_smooth_step(x @ kernel + bias).T
+    r = np.stack([(1 - a) * (1 - b), (1 - a) * b, a * (1 - b), a * b], axis=1)
+    np.testing.assert_allclose(float(gate.losses[0]), 0.5 * numpy_entropy(r).mean(), rtol=1e-5)
+    # In a model: one term per task's gate, in training only; none at all with entropy_regularization=0.
+    model = model_with(DSelectK(NAMES, num_experts=4, k=2, expert_units=(4,), entropy_regularization=0.1))
+    model(features(), training=True)
+    assert len(model.losses) == 3 and all(float(loss) > 0 for loss in model.losses)
+    model(features())
+    assert model.losses == []
+    model = model_with(DSelectK(NAMES, num_experts=4, k=2, expert_units=(4,), entropy_regularization=0.0))
+    model(features(), training=True)
+    assert model.losses == []
+
+
+def test_dselect_k_static_gates_round_trip(tmp_path):
+    layer = DSelectK(NAMES, num_experts=5, k=2, expert_units=(4,), static_gates=True, gamma=0.5)
+    model = model_with(layer)
+    assert_config_round_trip(layer)
+    assert_model_round_trips(model, features(), tmp_path)
+    gates = expert_gates(model, features())[layer.name]
+    for values in gates.values():  # the same gate for every example
+        np.testing.assert_allclose(values, np.tile(values[:1], (6, 1)), atol=1e-7)
+        np.testing.assert_allclose(values.sum(axis=1), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"k": 0}, "k must be between 1 and num_experts=4, got k=0"),
+    ({"k": 5}, "k must be between 1 and num_experts=4, got k=5"),
+    ({"num_experts": 1, "k": 1}, r"num_experts must be >= 2 .*got num_experts=1"),
+    ({"gamma": 0.0}, "gamma must be > 0, got gamma=0.0"),
+    ({"gamma": -1}, "gamma must be > 0, got gamma=-1"),
+    ({"entropy_regularization": -0.1}, "entropy_regularization must be >= 0, got entropy_regularization=-0.1"),
+])
+def test_dselect_k_argument_errors_name_the_argument_and_value(arguments, message):
+    with pytest.raises(ValueError, match=f"^DSelectK: {message}"):
+        DSelectK(NAMES, **{"num_experts": 4, **arguments})
+    with pytest.raises(ValueError, match=f"^DSelectGate: {message}"):
+        DSelectGate(**{"num_experts": 4, **arguments})

@@ -31,6 +31,7 @@ DEFAULT_SHARING_OPTIONS = {
     "cross_stitch": {"units": (128, 64)},
     "mmoe": {"num_experts": 6, "expert_units": (64,)},
     "ple": {"num_levels": 1, "num_shared_experts": 2, "num_task_experts": 2, "expert_units": (64,)},
+    "dselect_k": {"num_experts": 6, "k": 2, "expert_units": (64,)},
     "mtan": {"units": (128, 64)},
     "cascade": {"order": ("marital", "income")},
 }

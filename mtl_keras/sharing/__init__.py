@@ -8,6 +8,7 @@ Any builder takes `sharing=` as a name, with `sharing_options=` for that layer's
 `"cross_stitch"`   `CrossStitch`: a tower per task, mixed by learned cross-stitch units (Misra et al. 2016)
 `"mmoe"`           `MMoE`: shared experts, a softmax gate per task (Ma et al. 2018)
 `"ple"`            `PLE`: shared and task-owned experts over levels; CGC with one level (Tang et al. 2020)
+`"dselect_k"`      `DSelectK`: shared experts, a gate per task that learns to select exactly k (Hazimeh et al. 2021)
 `"mtan"`           `TaskAttention`: per-task attention masks over shared features at several depths (Liu et al. 2019)
 `"cascade"`        hard sharing, and heads chained by `TaskCascade` (one task's prediction feeds the next)
 =================  ===========================================================================================
@@ -24,6 +25,7 @@ import numpy as np
 from mtl_keras.sharing.base import DenseStack, SharingLayer
 from mtl_keras.sharing.cascade import StopGradient, TaskCascade, attach_cascade_heads
 from mtl_keras.sharing.cross_stitch import CrossStitch, CrossStitchUnit
+from mtl_keras.sharing.dselect_k import DSelectGate, DSelectK
 from mtl_keras.sharing.hard import HardSharing
 from mtl_keras.sharing.mmoe import Gate, MMoE
 from mtl_keras.sharing.mtan import TaskAttention
@@ -36,6 +38,7 @@ SHARING: dict[str, type[SharingLayer]] = {
     "cross_stitch": CrossStitch,
     "mmoe": MMoE,
     "ple": PLE,
+    "dselect_k": DSelectK,
     "mtan": TaskAttention,
 }
 SHARING_NAMES = (*SHARING, "cascade")
@@ -86,14 +89,15 @@ def check_sharing_options(sharing: str, options) -> None:
 
 
 def expert_gates(model: keras.Model, inputs, batch_size: int = 1024) -> dict[str, dict[str, np.ndarray]]:
-    """Gate values of every gated sharing layer (MMoE, PLE) of `model` on `inputs`.
+    """Gate values of every gated sharing layer (MMoE, PLE, DSelect-k: any with a `gates` method) of `model` on
+    `inputs`.
 
     Returns `{layer name: {task (or level{l}_...): array (examples, experts)}}`; each row sums to 1. Average over
     examples to see how much each task relies on each expert.
     """
     gated = [layer for layer in model.layers if hasattr(layer, "gates") and isinstance(layer, SharingLayer)]
     if not gated:
-        raise ValueError(f"Model {model.name!r} has no gated sharing layer (MMoE or PLE).")
+        raise ValueError(f"Model {model.name!r} has no gated sharing layer (MMoE, PLE or DSelect-k).")
     report = {}
     for layer in gated:
         features = keras.Model(model.inputs, layer.input).predict(inputs, batch_size=batch_size, verbose=0)
@@ -106,6 +110,8 @@ __all__ = [
     "SHARING_NAMES",
     "CrossStitch",
     "CrossStitchUnit",
+    "DSelectGate",
+    "DSelectK",
     "DenseStack",
     "Gate",
     "HardSharing",
