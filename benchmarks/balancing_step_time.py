@@ -1,14 +1,16 @@
 """What does each balancing method cost? Training step time relative to static weighting, in one process.
 
     python benchmarks/balancing_step_time.py [--quick] [--models text,vision] [--tasks 2,3,5]
-                                             [--methods pcgrad,mgda,...] [--rounds 5] [--pairs 5]
+                                             [--methods pcgrad,mgda,pcgrad@4,...] [--rounds 5] [--pairs 5]
+
+(`NAME@K`: the gradient method with `update_every=K`, whose target is (T + 0.3 + K - 1) / K.)
 
 For the text model (`build_text_model`: the default CNN encoder, a 20,000-token vocabulary, 64 tokens, batch 64)
 and the vision model (`build_vision_model`: a small U-Net on 64x64x1 images, batch 32), each with T = 2, 3 and 5
 tasks of mixed kinds (binary, regression, multiclass; the vision tasks start with a segmentation task), on random
 data of the right shapes, one model is compiled per method: static weighting (the baseline), the weightings
-uncertainty, gradnorm, dwa, rlw, famo, gls, stch, and the gradient methods pcgrad, cagrad, mgda (representation
-space, its default), imtl_g, nash_mtl, aligned_mtl, upgrad, dualproj (with static weighting). No metrics are
+uncertainty, gradnorm, dwa, rlw, famo, gls, stch, and every registered gradient method (mgda and graddrop in
+representation space, their default; with static weighting). No metrics are
 compiled: the step is the forward pass, the losses, the method and the optimizer update.
 
 Timing: each model's compiled train function is called on a repeated tf.data iterator (all models of a group read
@@ -55,9 +57,11 @@ from mtl_keras import (  # noqa: E402
     make_text_dataset,
     set_global_seed,
 )
+from mtl_keras.training.gradients import GRADIENT_METHODS as REGISTERED_GRADIENT_METHODS  # noqa: E402
+from mtl_keras.training.gradients import get_gradient_method  # noqa: E402
 
 WEIGHTINGS = ("uncertainty", "gradnorm", "dwa", "rlw", "famo", "gls", "stch")
-GRADIENT_METHODS = ("pcgrad", "cagrad", "mgda", "imtl_g", "nash_mtl", "aligned_mtl", "upgrad", "dualproj")
+GRADIENT_METHODS = tuple(REGISTERED_GRADIENT_METHODS)
 BASELINE = "static"
 
 # The tasks of a model with T tasks are the first T of its list: mixed kinds, segmentation first for images.
@@ -88,14 +92,23 @@ class Measured:
     cpu_ratios: list[float] = field(default_factory=list)
 
 
+def split_method(method: str) -> tuple[str, int]:
+    """"pcgrad@4" -> ("pcgrad", 4): a gradient method with `update_every=4`; "pcgrad" -> ("pcgrad", 1)."""
+    name, _, every = method.partition("@")
+    return name, int(every or 1)
+
+
 def method_kind(method: str) -> str:
-    return "gradient" if method in GRADIENT_METHODS else "weighting"
+    return "gradient" if split_method(method)[0] in GRADIENT_METHODS else "weighting"
 
 
 def target(method: str, num_tasks: int) -> float | None:
+    name, every = split_method(method)
     if method == BASELINE:
         return None
-    if method in GRADIENT_METHODS or method == "gradnorm":
+    if every > 1:  # one combination (T backward passes) every k steps, one backward pass in between
+        return (num_tasks + 0.3 + every - 1) / every
+    if name in GRADIENT_METHODS or method == "gradnorm":
         return num_tasks + 0.3
     return 1.05
 
@@ -139,8 +152,9 @@ def build_model(model_name: str, tasks: list[Task], method: str, args) -> keras.
     else:
         model = build_vision_model(tasks, image_shape=IMAGE_SHAPE, backbone=args.vision_backbone,
                                    filters=args.vision_filters)
-    weighting = None if method in GRADIENT_METHODS or method == BASELINE else method
-    gradient = method if method in GRADIENT_METHODS else None
+    name, every = split_method(method)
+    weighting = None if name in GRADIENT_METHODS or method == BASELINE else method
+    gradient = get_gradient_method(name, update_every=every) if name in GRADIENT_METHODS else None
     return compile_multitask(model, tasks, optimizer=keras.optimizers.Adam(1e-3),
                              metrics={task.name: [] for task in tasks}, weighting=weighting, gradient=gradient)
 
@@ -286,8 +300,8 @@ def main() -> None:
     model_names = [name.strip() for name in args.models.split(",") if name.strip()]
     task_counts = [int(count) for count in args.tasks.split(",")]
     methods = [BASELINE] + [name.strip() for name in args.methods.split(",") if name.strip() not in ("", BASELINE)]
-    unknown = sorted(set(model_names) - set(TASKS)) + sorted(set(methods) - {BASELINE, *WEIGHTINGS,
-                                                                               *GRADIENT_METHODS})
+    unknown = sorted(set(model_names) - set(TASKS)) + sorted({split_method(m)[0] for m in methods}
+                                                             - {BASELINE, *WEIGHTINGS, *GRADIENT_METHODS})
     if unknown or not all(2 <= count <= 5 for count in task_counts):
         parser.error(f"unknown models or methods {unknown}, or task counts outside 2..5: {task_counts}")
 

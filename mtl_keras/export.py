@@ -89,6 +89,8 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, input_signat
         return outputs
 
     archive.add_endpoint("serve", serve, input_signature=signature)
+    if getattr(model, "gradient_state", None) is not None:
+        archive.track(model.gradient_state)  # a gradient method's state (GradVac's targets, reused coefficients)
     weighting = getattr(model, "weighting", None)
     if weighting is not None:
         archive.track(weighting)

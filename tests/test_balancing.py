@@ -143,17 +143,25 @@ def test_gradnorm_norms_are_taken_on_the_last_shared_layer():
 
 @pytest.mark.parametrize("weighting,gradient", [
     (None, None), ("uncertainty", None), ("gradnorm", None), (None, "pcgrad"), (None, "mgda"), ("dwa", "cagrad"),
-    ("gls", None), ("stch", "pcgrad"), (None, "upgrad"), ("uncertainty", "dualproj")])
+    ("gls", None), ("stch", "pcgrad"), (None, "upgrad"), ("uncertainty", "dualproj"), (None, "gradvac"),
+    (None, "fairgrad"), (None, "config"), ("dwa", "sdmgrad"), (None, "modo"), (None, "graddrop"),
+    (None, "graddrop_parameters"), ("uncertainty", "moco"), (None, "db_mtl"), (None, "excess_mtl")])
 def test_two_replicas_give_the_same_update_as_one_device(two_replicas, weighting, gradient):
+    if gradient == "graddrop_parameters":
+        from mtl_keras.training.gradients import GradDrop
+
+        gradient = functools.partial(GradDrop, space="parameters")
     if weighting == "stch":  # its smooth maximum at once, from a nadir point of 1 (a warm-up would be log-losses)
         weighting = functools.partial(SmoothTchebycheff, warmup_epochs=0)
     # Labels of task b are missing unevenly: 1 of 4 on the first replica's half, 3 of 4 on the second's.
     sample_weight = {"a": np.ones(8, np.float32), "b": np.array([1, 0, 0, 0, 1, 1, 1, 0], np.float32)}
     dataset = tf.data.Dataset.from_tensor_slices((X, Y, sample_weight)).batch(8).repeat(2)
-    single = _compiled(weighting() if callable(weighting) else weighting, gradient)
+    single = _compiled(weighting() if callable(weighting) else weighting,
+                       gradient() if callable(gradient) else gradient)
     single.fit(dataset, epochs=1, verbose=0)
     with two_replicas.scope():
-        mirrored = _compiled(weighting() if callable(weighting) else weighting, gradient)
+        mirrored = _compiled(weighting() if callable(weighting) else weighting,
+                             gradient() if callable(gradient) else gradient)
     mirrored.fit(dataset, epochs=1, verbose=0)
     for variable, expected in zip(mirrored.weights, single.weights, strict=True):
         np.testing.assert_allclose(variable.numpy(), expected.numpy(), atol=2e-6, err_msg=variable.path)
@@ -275,8 +283,9 @@ def test_task_losses_inside_a_replica_are_the_steps_share_of_the_global_mean(two
         assert float(total) == pytest.approx(expected[name], rel=1e-5)
 
 
-@pytest.mark.parametrize("gradient", ["upgrad", "dualproj"])
-def test_a_dual_cone_step_with_an_overflowing_task_is_skipped(gradient):
+@pytest.mark.parametrize("gradient", ["upgrad", "dualproj", "gradvac", "fairgrad", "config", "sdmgrad", "modo",
+                                      "graddrop", "moco", "db_mtl", "excess_mtl"])
+def test_a_step_with_an_overflowing_task_is_skipped(gradient):
     optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(LR), initial_scale=2.0**10)
     model = _compiled(gradient=gradient, optimizer=optimizer)
     before = [w.numpy().copy() for w in model.trainable_weights]
@@ -285,3 +294,125 @@ def test_a_dual_cone_step_with_an_overflowing_task_is_skipped(gradient):
     for expected, actual in zip(before, model.trainable_weights, strict=True):
         np.testing.assert_array_equal(actual.numpy(), expected)  # skipped, not crashed
     assert float(optimizer.dynamic_scale.numpy()) == 2.0**9
+
+
+def _task_gradients_at(model):
+    """Each task's gradients on the trunk and on its head at the model's current weights (no step taken)."""
+    with tf.GradientTape(persistent=True) as tape:
+        outputs = model(X, training=True)
+        losses = {name: tf.reduce_mean(tf.square(outputs[name] - Y[name])) for name in ("a", "b")}
+    trunk = model.get_layer("trunk").kernel
+    gradients = {name: (tape.gradient(losses[name], trunk).numpy(),
+                        tape.gradient(losses[name], model.get_layer(name).kernel).numpy()) for name in ("a", "b")}
+    return gradients
+
+
+@pytest.mark.parametrize("gradient", ["pcgrad", "mgda"])  # parameter space, representation space
+def test_update_every_reuses_the_last_coefficients_in_between(gradient):
+    from mtl_keras.training.gradients import get_gradient_method
+
+    every = _compiled(gradient=get_gradient_method(gradient, update_every=2))
+    assert [v.path for v in every.gradient_state.weights] == [f"{gradient}_state/last_coefficients"]
+    plain = _one_step(_compiled(gradient=gradient))  # step 0 recomputes: the same as the plain method
+    _one_step(every)
+    for actual, expected in zip(every.trainable_weights, plain.trainable_weights, strict=True):
+        np.testing.assert_allclose(actual.numpy(), expected.numpy(), atol=1e-6)
+    alpha = every.gradient_method.last_coefficients.numpy()
+    assert not np.allclose(alpha, 1.0)  # the step-0 coefficients were kept
+    # Step 1 reuses them: alpha on the trunk's per-task gradients, each head its own gradient.
+    gradients = _task_gradients_at(every)
+    trunk = every.get_layer("trunk").kernel.numpy() - LR * (alpha[0] * gradients["a"][0] + alpha[1] * gradients["b"][0])
+    heads = {name: every.get_layer(name).kernel.numpy() - LR * gradients[name][1] for name in ("a", "b")}
+    _one_step(every)
+    np.testing.assert_allclose(every.get_layer("trunk").kernel.numpy(), trunk, atol=1e-5)
+    for name in ("a", "b"):
+        np.testing.assert_allclose(every.get_layer(name).kernel.numpy(), heads[name], atol=1e-5)
+    np.testing.assert_array_equal(every.gradient_method.last_coefficients.numpy(), alpha)
+    assert float(every.balancing_monitor.cosine_steps.numpy()) == 0.0  # an epoch that only reused measured none
+    # Step 2 recomputes, from the gradients at its own weights.
+    _one_step(every)
+    assert not np.allclose(every.gradient_method.last_coefficients.numpy(), alpha)
+
+
+@pytest.mark.parametrize("gradient", ["pcgrad", "mgda", "upgrad"])
+def test_update_every_on_two_replicas_equals_one_device(two_replicas, gradient):
+    from mtl_keras.training.gradients import get_gradient_method
+
+    sample_weight = {"a": np.ones(8, np.float32), "b": np.array([1, 0, 0, 0, 1, 1, 1, 0], np.float32)}
+    dataset = tf.data.Dataset.from_tensor_slices((X, Y, sample_weight)).batch(8).repeat(3)
+    single = _compiled(gradient=get_gradient_method(gradient, update_every=2))
+    single.fit(dataset, epochs=1, verbose=0)
+    with two_replicas.scope():
+        mirrored = _compiled(gradient=get_gradient_method(gradient, update_every=2))
+    mirrored.fit(dataset, epochs=1, verbose=0)
+    for variable, expected in zip(mirrored.weights, single.weights, strict=True):
+        np.testing.assert_allclose(variable.numpy(), expected.numpy(), atol=2e-6, err_msg=variable.path)
+
+
+def test_update_every_state_is_saved_and_checked(tmp_path):
+    from mtl_keras.training.gradients import PCGrad
+
+    model = _compiled(gradient=PCGrad(update_every=4))
+    model.fit(X, Y, batch_size=2, epochs=1, shuffle=False, verbose=0)  # steps 0-3: one recomputes
+    assert float(model.balancing_monitor.cosine_steps.numpy()) == 1.0
+    assert float(model.balancing_monitor.steps.numpy()) == 4.0
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert loaded.gradient_method.update_every == 4
+    np.testing.assert_array_equal(loaded.gradient_method.last_coefficients.numpy(),
+                                  model.gradient_method.last_coefficients.numpy())
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="update_every must be a whole number >= 1"):
+            PCGrad(update_every=bad)
+
+
+@pytest.mark.parametrize("gradient,state", [("gradvac", "target_cosines"), ("modo", "task_weights"),
+                                           ("moco", "tracked_gradients"), ("db_mtl", "log_loss_gradients"),
+                                           ("excess_mtl", "squared_gradient_sums")])
+def test_a_methods_state_is_trained_saved_and_exported(gradient, state, tmp_path):
+    model = _compiled(gradient=gradient)
+    variable = [v for v in model.gradient_method.state_variables if v.path.endswith(state)][0]
+    initial = variable.numpy().copy()
+    model.fit(X, Y, batch_size=4, epochs=1, verbose=0)
+    assert not np.allclose(variable.numpy(), initial)  # the step assigned the staged state
+    assert variable.path == f"{gradient}_state/{state}"
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    reloaded = [v for v in loaded.gradient_method.state_variables if v.path.endswith(state)][0]
+    np.testing.assert_array_equal(reloaded.numpy(), variable.numpy())
+    loaded.fit(X, Y, batch_size=4, epochs=1, verbose=0)
+
+    from mtl_keras.export import export_saved_model, load_saved_model
+
+    export_saved_model(model, tmp_path / "saved", [tf.TensorSpec((None, 3), tf.float32)])
+    served = {v.name.split(":")[0]: v.numpy() for v in load_saved_model(tmp_path / "saved").variables}
+    assert f"{gradient}_state/{state}" in served, sorted(served)
+    np.testing.assert_array_equal(served[f"{gradient}_state/{state}"], variable.numpy())
+
+
+def test_db_mtl_step_by_hand():
+    trunk, heads, _, losses = _hand_gradients()
+    model = _one_step(_compiled(gradient="db_mtl"))
+    buffers = {name: 0.1 * trunk[name] / (losses[name] + 1e-8) for name in ("a", "b")}  # (1 - beta) of the first
+    norms = {name: np.linalg.norm(buffers[name]) for name in ("a", "b")}
+    largest = max(norms.values())
+    update = sum(largest / (norms[name] + 1e-8) * buffers[name] for name in ("a", "b"))
+    _assert_kernels(model, W0 - LR * update, {name: HEADS0[name] - LR * heads[name] for name in ("a", "b")})
+    # The state holds the trunk's 6 parameters' buffers, padded with zeros to the model's 8 parameters.
+    np.testing.assert_allclose(model.gradient_method.buffers.numpy()[:, :6],
+                               np.stack([buffers["a"].ravel(), buffers["b"].ravel()]), rtol=1e-5)
+    np.testing.assert_array_equal(model.gradient_method.buffers.numpy()[:, 6:], 0.0)
+
+
+def test_graddrop_representation_step_by_hand():
+    from mtl_keras.seeds import DEFAULT_SEED
+
+    trunk, heads, representation, _ = _hand_gradients()
+    model = _one_step(_compiled(gradient="graddrop"))
+    sign = np.sign(X @ W0)
+    signed = np.stack([np.sum(representation[name] * sign, axis=0) for name in ("a", "b")])  # [T, features]
+    purity = 0.5 * (1 + signed.sum(0) / (np.abs(signed).sum(0) + 1e-7))
+    draw = tf.random.stateless_uniform([2], seed=[DEFAULT_SEED, 0]).numpy()
+    kept = ((purity > draw) & (signed > 0)) | ((purity < draw) & (signed < 0))
+    rewritten = sum(representation[name] * kept[t] for t, name in enumerate(("a", "b")))
+    _assert_kernels(model, W0 - LR * X.T @ rewritten, {name: HEADS0[name] - LR * heads[name] for name in ("a", "b")})

@@ -43,9 +43,9 @@ def compile_multitask(
     `loss`, `metrics` and `loss_weights` may override single tasks: `loss={"intensity": "huber"}`.
     Logs then carry `<task>_loss` and `<task>_<metric>` for each task.
 
-    `weighting` (`"static"` by default, `"uncertainty"`, `"gradnorm"`, `"dwa"`, `"rlw"`, `"famo"` or a `Weighting`)
-    and `gradient` (None, `"pcgrad"`, `"cagrad"`, `"mgda"`, `"imtl_g"`, `"nash_mtl"`, `"aligned_mtl"` or a
-    `GradientMethod`) choose how the tasks are balanced; see `mtl_keras.training.weighting` and
+    `weighting` (`"static"` by default, or a name in `mtl_keras.training.weighting.WEIGHTINGS`, or a `Weighting`)
+    and `gradient` (None, or a name in `mtl_keras.GRADIENT_METHODS` such as `"pcgrad"`, or a `GradientMethod`)
+    choose how the tasks are balanced; see `mtl_keras.training.weighting` and
     `mtl_keras.training.gradients`. Logs then also carry `<task>_weight` and, with a gradient method,
     `cosine_<a>_<b>`.
 

@@ -11,7 +11,8 @@ that `.keras` files load back as it. What it adds:
   (`loss={"intensity": "huber"}`), and `loss_weights` defaults to each `Task.weight`.
 - `compile(..., weighting=..., gradient=...)`: a loss weighting (static by default, uncertainty, GradNorm, DWA, RLW,
   FAMO, GLS, STCH) and a gradient method (PCGrad, CAGrad, MGDA-UB, IMTL-G, Nash-MTL, Aligned-MTL, UPGrad,
-  DualProj), by name or as objects; both
+  DualProj, GradVac, FairGrad, ConFIG, SDMGrad, MoDo, GradDrop, MoCo, DB-MTL, ExcessMTL), by name or as objects;
+  both
   travel in the compile config, so a `.keras` file reloads with its method and the method's state (uncertainty's
   log-variances, GradNorm's weights...). Training then runs `mtl_keras.training.step.MultiTaskStep`; logs
   gain `<task>_weight` and, with a gradient method, `cosine_<a>_<b>` (epoch means).
@@ -45,6 +46,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from mtl_keras import keras_compat
@@ -151,7 +153,7 @@ class MultiTaskModel(keras.Model):
         super().compile(optimizer, loss, loss_weights, metrics, weighted_metrics, *args, jit_compile=jit_compile,
                         **kwargs)
         self._multitask_step = None
-        for name in ("weighting", "balancing_monitor"):
+        for name in ("weighting", "balancing_monitor", "gradient_state"):
             keras_compat.forget_layer(self, getattr(self, name, None))
         if self._tasks is not None:
             check_standardized_heads(self, self._tasks)
@@ -167,11 +169,18 @@ class MultiTaskModel(keras.Model):
         self.weighting = get_weighting(weighting)
         self.weighting.build_for_tasks(task_names, [float(static.get(name, 1.0)) for name in task_names])
         self.gradient_method = get_gradient_method(gradient)
+        self.gradient_state = None
+        if self.gradient_method is not None:
+            # The trainable parameter count bounds the shared parameters', which only the step knows: methods that
+            # track gradient vectors size their state by it.
+            self.gradient_state = self.gradient_method.build_for_tasks(
+                len(task_names), sum(int(np.prod(v.shape)) for v in self.trainable_variables))
         self.balancing_monitor = BalancingMonitor(name="balancing_monitor")
         self.balancing_monitor.build_for_tasks(task_names)
         self._multitask_step = MultiTaskStep(self, losses, static, self.weighting, self.gradient_method,
                                   self.balancing_monitor)
-        _check_tracked(self, [*self.weighting.variables, *self.balancing_monitor.variables])
+        _check_tracked(self, [*self.weighting.variables, *self.balancing_monitor.variables,
+                              *(self.gradient_method.state_variables if self.gradient_method else [])])
         self._build_optimizer_for_schedules()
         keras_compat.update_compile_config(self, {"weighting": self.weighting, "gradient": self.gradient_method})
 

@@ -28,7 +28,7 @@ import keras
 import tensorflow as tf
 
 from mtl_keras import keras_compat
-from mtl_keras.training.gradients import GradientMethod, gradient_cosines
+from mtl_keras.training.gradients import GradientMethod, VectorGradientMethod, gradient_cosines
 from mtl_keras.training.task_graph import last_shared_layers, shared_representation
 from mtl_keras.training.task_variables import as_masked_loss, masked_task_losses, partition_variables
 from mtl_keras.training.weighting import Weighting
@@ -50,12 +50,15 @@ class BalancingMonitor(keras.layers.Layer):
         self.cosine_steps = self.add_weight(name="cosine_steps", shape=(), **options)
         self.built = True
 
-    def record(self, weights, cosines=None):
+    def record(self, weights, cosines=None, measured=None):
+        """Adds a step's weights and, where `measured` (None: always), its cosines (steps that reuse a gradient
+        method's combination measure none)."""
         self.weight_sum.assign_add(tf.cast(weights, tf.float32))
         self.steps.assign_add(1.0)
         if cosines is not None:
-            self.cosine_sum.assign_add(cosines)
-            self.cosine_steps.assign_add(1.0)
+            counted = 1.0 if measured is None else tf.cast(measured, tf.float32)
+            self.cosine_sum.assign_add(cosines * counted)
+            self.cosine_steps.assign_add(counted)
 
     def reset(self):
         for variable in (self.weight_sum, self.cosine_sum, self.steps, self.cosine_steps):
@@ -141,15 +144,19 @@ class MultiTaskStep:
             scaled_extra = extra * scale
             scaled_tasks = [loss * scale for loss in weighted]
         variables = list(model.trainable_variables)
-        cosines = None
+        cosines = recompute = None
         if self.gradient is None:
             gradients = tape.gradient(scaled_total, variables)
             task_gradients = None
         elif self.gradient.space == "parameters":
-            gradients, task_gradients, cosines = self._parameter_space(tape, scaled_tasks, scaled_total,
-                                                                       scaled_extra, variables, scale, step, context)
+            gradients, task_gradients, cosines, recompute = self._parameter_space(
+                tape, scaled_tasks, scaled_total, scaled_extra, variables, scale, step, context,
+                weights * global_losses)
+        elif hasattr(self.gradient, "representation_gradients"):
+            gradients, task_gradients, cosines, recompute = self._rewritten_representation(
+                tape, scaled_tasks, scaled_total, scaled_extra, representation, variables, scale, step, context)
         else:
-            gradients, task_gradients, cosines = self._representation_space(
+            gradients, task_gradients, cosines, recompute = self._representation_space(
                 tape, scaled_tasks, scaled_total, scaled_extra, representation, variables, scale, step, context)
         norms = None
         if self.weighting.needs_gradient_norms:
@@ -157,7 +164,7 @@ class MultiTaskStep:
         del tape
         optimizer.apply_gradients([(g, v) for g, v in zip(gradients, variables, strict=True) if g is not None])
         self.weighting.update(global_losses, step, norms)
-        self.monitor.record(weights, cosines)
+        self.monitor.record(weights, cosines, recompute)
         self._track_losses(model, total, tf.stack(losses), replicas, x, y, y_pred)
         logs = model.compute_metrics(x, y, y_pred, sample_weight)
         return {**logs, **self.monitor.logs(with_cosines=self.gradient is not None)}
@@ -184,54 +191,138 @@ class MultiTaskStep:
         other = [i for i in range(len(variables)) if i not in set(shared) | set(own)]
         return shared, own, other
 
-    def _combine(self, gram, step):
-        alpha = tf.stop_gradient(tf.cast(self.gradient.coefficients(gram, step), tf.float32))
-        return alpha, gradient_cosines(gram)
+    def _recompute(self, step) -> tf.Tensor | None:
+        """Whether this step computes a new combination (None: every step does, `update_every=1`)."""
+        every = self.gradient.update_every
+        return None if every == 1 else tf.equal(tf.math.floormod(step, every), 0)
 
-    def _parameter_space(self, tape, scaled_tasks, scaled_total, scaled_extra, variables, scale, step, context):
-        task_gradients = [tape.gradient(target, variables) for target in scaled_tasks]
-        shared, own, other = self._partition(task_gradients, variables)
+    def _combine(self, gram, step, recompute):
+        """The coefficients (new, or the last ones where `recompute` is False) and the cosines; assigns the
+        method's staged state, outside any conditional (a mirrored variable cannot be assigned inside one)."""
+        method = self.gradient
+        if recompute is None:
+            alpha, state = method.coefficients_and_state(gram, step)
+        else:
+            alpha, state = tf.cond(recompute, lambda: method.coefficients_and_state(gram, step),
+                                   lambda: (tf.convert_to_tensor(method.last_coefficients),
+                                            [tf.convert_to_tensor(v) for v in method.state_variables]))
+        for variable, value in zip(method.state_variables, state, strict=True):
+            variable.assign(value)
+        return tf.stop_gradient(alpha), gradient_cosines(gram)
+
+    def _combine_vectors(self, flat, gram, losses, step, recompute):
+        """A vector method's update (new, or zeros where `recompute` is False: the caller then uses the reused
+        combination) and the cosines; assigns the method's state outside any conditional, as `_combine`."""
+        method = self.gradient
+        if recompute is None:
+            update, _, state = method.update_and_state(flat, losses, step)
+        else:
+            update, _, state = tf.cond(recompute, lambda: method.update_and_state(flat, losses, step),
+                                       lambda: (tf.zeros([flat.shape[1]]),
+                                                tf.convert_to_tensor(method.last_coefficients),
+                                                [tf.convert_to_tensor(v) for v in method.state_variables]))
+        for variable, value in zip(method.state_variables, state, strict=True):
+            variable.assign(value)
+        return tf.stop_gradient(update), gradient_cosines(gram)
+
+    @staticmethod
+    def _when(recompute, every_task, reuse):
+        """`every_task()` (T backward passes) on steps that recompute the combination, else `reuse()` (one pass).
+        The branches hold no all-reduce: a synchronisation point cannot sit inside a conditional."""
+        return every_task() if recompute is None else tf.cond(recompute, every_task, reuse)
+
+    def _parameter_space(self, tape, scaled_tasks, scaled_total, scaled_extra, variables, scale, step, context,
+                         weighted_losses):
+        connectivity = [tape.gradient(target, variables) for target in scaled_tasks]  # which task reaches what
+        shared, own, other = self._partition(connectivity, variables)
         gradients = [None] * len(variables)
+        recompute = self._recompute(step)
+        shared_variables = [variables[i] for i in shared]
+        own_variables = [variables[i] for i in own]
         if shared:
-            flat = tf.stack([_flatten([g[i] for i in shared], [variables[i] for i in shared])
-                             for g in task_gradients]) / scale
+            def every_task():
+                if recompute is None:  # the connectivity passes are the per-task gradients: no second set
+                    task_gradients = [[g[i] for i in shared + own] for g in connectivity]
+                else:  # inside the conditional, so that steps reusing the combination skip them
+                    task_gradients = [tape.gradient(target, shared_variables + own_variables)
+                                      for target in scaled_tasks]
+                flat = tf.stack([_flatten(g[:len(shared)], shared_variables) for g in task_gradients]) / scale
+                own_sums = [_sum_present([g[len(shared) + k] for g in task_gradients], v)
+                            for k, v in enumerate(own_variables)]
+                return flat, own_sums, [tf.zeros_like(v) for v in shared_variables]
+
+            def reuse():  # sum_t alpha_t (w_t L_t) on the shared weights, sum_t w_t L_t on the heads' own
+                # (a list of targets: their sum, which an op built here would not give, the tape having stopped)
+                alpha = tf.unstack(tf.convert_to_tensor(self.gradient.last_coefficients))
+                reused = tape.gradient(scaled_tasks, shared_variables, output_gradients=alpha)
+                own_sums = tape.gradient(scaled_tasks, own_variables) if own_variables else []
+                return (tf.zeros([len(scaled_tasks), _size_of(shared_variables)]),
+                        [_dense(g, v) for g, v in zip(own_sums, own_variables, strict=True)],
+                        [_dense(g, v) for g, v in zip(reused, shared_variables, strict=True)])
+
+            flat, own_sums, reused = self._when(recompute, every_task, reuse)
             flat = context.all_reduce(SUM, flat)
             gram = tf.matmul(flat, flat, transpose_b=True)
-            alpha, cosines = self._combine(gram, step)
-            combined = tf.linalg.matvec(flat, alpha, transpose_a=True)
-            finite = tf.reduce_all(tf.math.is_finite(flat))
-            combined = tf.where(finite, combined, tf.reduce_sum(flat, axis=0))
+            if isinstance(self.gradient, VectorGradientMethod):
+                combined, cosines = self._combine_vectors(flat, gram, weighted_losses, step, recompute)
+            else:
+                alpha, cosines = self._combine(gram, step, recompute)
+                combined = tf.linalg.matvec(flat, alpha, transpose_a=True)
+            # A gradient or a Gram matrix that overflowed gives a non-finite update, which loss scaling skips (a
+            # method may map an infinite Gram matrix to finite coefficients of huge gradients).
+            finite = tf.logical_and(tf.reduce_all(tf.math.is_finite(flat)), tf.reduce_all(tf.math.is_finite(gram)))
+            combined = tf.where(finite, combined, float("nan"))
             # The optimizer sums over replicas again: hand each replica its share of the combined update.
             combined = combined * scale / context.num_replicas_in_sync
-            for i, piece in zip(shared, _unflatten(combined, [variables[i] for i in shared]), strict=True):
+            pieces = _unflatten(combined, shared_variables)
+            if recompute is not None:
+                pieces = [tf.where(recompute, piece, other) for piece, other in zip(pieces, reused, strict=True)]
+            for i, piece in zip(shared, pieces, strict=True):
                 gradients[i] = piece
+            for i, gradient in zip(own, own_sums, strict=True):
+                gradients[i] = gradient
         else:
             cosines = tf.zeros([len(scaled_tasks)] * 2)
-        for i in own:
-            gradients[i] = tf.add_n([g[i] for g in task_gradients if g[i] is not None])
+            for i in own:
+                gradients[i] = tf.add_n([g[i] for g in connectivity if g[i] is not None])
         self._add_extra(tape, scaled_extra, variables, gradients, shared + own)
         if other:
             for i, gradient in zip(other, tape.gradient(scaled_total, [variables[i] for i in other]), strict=True):
                 gradients[i] = gradient
-        return gradients, task_gradients, cosines
+        return gradients, (connectivity if recompute is None else None), cosines, recompute
 
     def _representation_space(self, tape, scaled_tasks, scaled_total, scaled_extra, representation, variables,
                               scale, step, context):
-        task_gradients = [tape.gradient(target, variables) for target in scaled_tasks]  # connectivity only
-        shared, own, other = self._partition(task_gradients, variables)
+        connectivity = [tape.gradient(target, variables) for target in scaled_tasks]
+        shared, own, other = self._partition(connectivity, variables)
         gradients = [None] * len(variables)
-        # Each task's backward pass to the representation also yields its own weights' gradients (e.g. a decoder
-        # only the segmentation loss reaches), so no further pass goes back through them.
-        flat = []
-        for target, reached in zip(scaled_tasks, task_gradients, strict=True):
-            mine = [i for i in own if reached[i] is not None]
-            results = tape.gradient(target, representation + [variables[i] for i in mine])
-            flat.append(_flatten(results[:len(representation)], representation))
-            for i, gradient in zip(mine, results[len(representation):], strict=True):
-                gradients[i] = gradient
-        flat = tf.stack(flat) / scale
+        recompute = self._recompute(step)
+        own_variables = [variables[i] for i in own]
+
+        def every_task():
+            # Each task's backward pass to the representation also yields its own weights' gradients (e.g. a
+            # decoder only the segmentation loss reaches), so no further pass goes back through them.
+            flat, own_sums = [], [[] for _ in own]
+            for target, reached in zip(scaled_tasks, connectivity, strict=True):
+                mine = [k for k, i in enumerate(own) if reached[i] is not None]
+                results = tape.gradient(target, representation + [own_variables[k] for k in mine])
+                flat.append(_flatten(results[:len(representation)], representation))
+                for k, gradient in zip(mine, results[len(representation):], strict=True):
+                    own_sums[k].append(gradient)
+            return (tf.stack(flat) / scale,
+                    [_sum_present(parts, v) for parts, v in zip(own_sums, own_variables, strict=True)])
+
+        def reuse():
+            own_sums = tape.gradient(scaled_tasks, own_variables) if own_variables else []
+            width = tf.add_n([tf.size(r) for r in representation])
+            return (tf.zeros(tf.stack([len(scaled_tasks), width])),
+                    [_dense(g, v) for g, v in zip(own_sums, own_variables, strict=True)])
+
+        flat, own_sums = self._when(recompute, every_task, reuse)
+        for i, gradient in zip(own, own_sums, strict=True):
+            gradients[i] = gradient
         gram = context.all_reduce(SUM, tf.matmul(flat, flat, transpose_b=True))
-        alpha, cosines = self._combine(gram, step)
+        alpha, cosines = self._combine(gram, step, recompute)
         finite = tf.reduce_all(tf.math.is_finite(gram))
         alpha = tf.where(finite, alpha, tf.fill(tf.shape(alpha), float("nan")))
         # One backward pass of sum_t alpha_t (w_t L_t) for the shared weights (targets weighted by output_gradients,
@@ -243,7 +334,41 @@ class MultiTaskStep:
         if other:
             for i, gradient in zip(other, tape.gradient(scaled_total, [variables[i] for i in other]), strict=True):
                 gradients[i] = gradient
-        return gradients, None, cosines
+        return gradients, None, cosines, recompute
+
+    def _rewritten_representation(self, tape, scaled_tasks, scaled_total, scaled_extra, representation, variables,
+                                  scale, step, context):
+        """A method that rewrites the gradients on the shared representation (GradDrop): T backward passes to the
+        representation (which also give the heads' own gradients), the method's rewritten gradient there, then
+        one backward pass of it through the shared layers."""
+        connectivity = [tape.gradient(target, variables) for target in scaled_tasks]
+        shared, own, other = self._partition(connectivity, variables)
+        gradients = [None] * len(variables)
+        own_variables = [variables[i] for i in own]
+        per_task, own_sums = [], [[] for _ in own]
+        for target, reached in zip(scaled_tasks, connectivity, strict=True):
+            mine = [k for k, i in enumerate(own) if reached[i] is not None]
+            results = tape.gradient(target, representation + [own_variables[k] for k in mine])
+            per_task.append(results[:len(representation)])
+            for k, gradient in zip(mine, results[len(representation):], strict=True):
+                own_sums[k].append(gradient)
+        for i, parts, variable in zip(own, own_sums, own_variables, strict=True):
+            gradients[i] = _sum_present(parts, variable)
+        flat = tf.stack([_flatten(g, representation) for g in per_task]) / scale
+        cosines = gradient_cosines(context.all_reduce(SUM, tf.matmul(flat, flat, transpose_b=True)))
+        rewritten = self.gradient.representation_gradients(per_task, representation, step, context)
+        # An overflowed loss can still have finite (huge) gradients on the representation: skip the step, as a
+        # non-finite Gram matrix does for the other methods.
+        finite = tf.reduce_all(tf.math.is_finite(context.all_reduce(SUM, tf.stop_gradient(tf.stack(scaled_tasks)))))
+        rewritten = [tf.where(finite, r, tf.cast(float("nan"), r.dtype)) for r in rewritten]
+        combined = tape.gradient(representation, [variables[i] for i in shared], output_gradients=rewritten)
+        for i, gradient in zip(shared, combined, strict=True):
+            gradients[i] = gradient
+        self._add_extra(tape, scaled_extra, variables, gradients, shared + own)
+        if other:
+            for i, gradient in zip(other, tape.gradient(scaled_total, [variables[i] for i in other]), strict=True):
+                gradients[i] = gradient
+        return gradients, None, cosines, None
 
     @staticmethod
     def _add_extra(tape, scaled_extra, variables, gradients, indices):
@@ -286,6 +411,23 @@ def _flatten(gradients, variables) -> tf.Tensor:
     # `tf.shape`, not `.shape`: a representation tensor has an unknown batch size.
     return tf.concat([tf.reshape(tf.zeros(tf.shape(v), tf.float32) if g is None else tf.cast(g, tf.float32), [-1])
                       for g, v in zip(gradients, variables, strict=True)], axis=0)
+
+
+def _dense(gradient, variable) -> tf.Tensor:
+    """A gradient as a dense tensor of its variable's shape (zeros where the loss does not reach it): both branches
+    of a conditional must return the same structure."""
+    if gradient is None:
+        return tf.zeros(variable.shape, variable.dtype)
+    return tf.convert_to_tensor(gradient)
+
+
+def _sum_present(gradients, variable) -> tf.Tensor:
+    present = [tf.convert_to_tensor(g) for g in gradients if g is not None]
+    return tf.add_n(present) if present else tf.zeros(variable.shape, variable.dtype)
+
+
+def _size_of(variables) -> int:
+    return sum(_size(v.shape) for v in variables)
 
 
 def _unflatten(vector, variables) -> list[tf.Tensor]:

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 from mtl_keras.training.gradients.aligned_mtl import AlignedMTL
-from mtl_keras.training.gradients.base import GradientMethod, gradient_cosines
+from mtl_keras.training.gradients.base import GradientMethod, VectorGradientMethod, gradient_cosines
 from mtl_keras.training.gradients.cagrad import CAGrad
+from mtl_keras.training.gradients.config import ConFIG
+from mtl_keras.training.gradients.db_mtl import DBMTL
 from mtl_keras.training.gradients.dualproj import DualProj
+from mtl_keras.training.gradients.excess_mtl import ExcessMTL
+from mtl_keras.training.gradients.fairgrad import FairGrad
+from mtl_keras.training.gradients.graddrop import GradDrop
+from mtl_keras.training.gradients.gradvac import GradVac
 from mtl_keras.training.gradients.imtl_g import IMTLG
 from mtl_keras.training.gradients.mgda import MGDA
+from mtl_keras.training.gradients.moco import MoCo
+from mtl_keras.training.gradients.modo import MoDo
 from mtl_keras.training.gradients.nash_mtl import NashMTL
 from mtl_keras.training.gradients.pcgrad import PCGrad
+from mtl_keras.training.gradients.sdmgrad import SDMGrad
 from mtl_keras.training.gradients.upgrad import UPGrad
 
-GRADIENT_METHODS = {cls.name: cls for cls in (PCGrad, CAGrad, MGDA, IMTLG, NashMTL, AlignedMTL, UPGrad, DualProj)}
+GRADIENT_METHODS = {cls.name: cls for cls in (PCGrad, CAGrad, MGDA, IMTLG, NashMTL, AlignedMTL, UPGrad, DualProj,
+                                               GradVac, FairGrad, ConFIG, SDMGrad, MoDo, GradDrop, MoCo, DBMTL,
+                                               ExcessMTL)}
 
 
 def get_gradient_method(method, **options) -> GradientMethod | None:
@@ -26,5 +37,6 @@ def get_gradient_method(method, **options) -> GradientMethod | None:
                      f"GradientMethod instance.")
 
 
-__all__ = ["GRADIENT_METHODS", "MGDA", "AlignedMTL", "CAGrad", "DualProj", "GradientMethod", "IMTLG", "NashMTL",
-           "PCGrad", "UPGrad", "get_gradient_method", "gradient_cosines"]
+__all__ = ["DBMTL", "GRADIENT_METHODS", "IMTLG", "MGDA", "AlignedMTL", "CAGrad", "ConFIG", "DualProj", "ExcessMTL",
+           "FairGrad", "GradDrop", "GradVac", "GradientMethod", "MoCo", "MoDo", "NashMTL", "PCGrad", "SDMGrad",
+           "UPGrad", "VectorGradientMethod", "get_gradient_method", "gradient_cosines"]

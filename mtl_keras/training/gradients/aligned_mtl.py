@@ -38,8 +38,8 @@ class AlignedMTL(GradientMethod):
 
     name = "aligned_mtl"
 
-    def __init__(self, space: str | None = None, tolerance: float = 1e-6):
-        super().__init__(space)
+    def __init__(self, space: str | None = None, tolerance: float = 1e-6, update_every: int = 1):
+        super().__init__(space, update_every)
         self.tolerance = tolerance
 
     def coefficients(self, gram, step):

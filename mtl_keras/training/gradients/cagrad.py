@@ -50,8 +50,9 @@ class CAGrad(GradientMethod):
 
     name = "cagrad"
 
-    def __init__(self, space: str | None = None, c: float = 0.5, iterations: int = 100, rescale: bool = True):
-        super().__init__(space)
+    def __init__(self, space: str | None = None, c: float = 0.5, iterations: int = 100, rescale: bool = True,
+                 update_every: int = 1):
+        super().__init__(space, update_every)
         if c < 0:
             raise ValueError(f"CAGrad: c must be >= 0, got {c}.")
         self.c, self.iterations, self.rescale = float(c), iterations, rescale

@@ -67,6 +67,11 @@ def min_norm_frank_wolfe(gram: tf.Tensor, iterations: int = 250) -> tf.Tensor:
     return iterate(frank_wolfe_step, tf.fill([num_tasks], 1.0 / num_tasks), iterations)
 
 
+def min_norm(gram: tf.Tensor, exact_up_to: int = 6) -> tf.Tensor:
+    """The min-norm point of the simplex under `gram`: exact up to `exact_up_to` tasks, Frank-Wolfe beyond."""
+    return min_norm_exact(gram) if gram.shape[0] <= exact_up_to else min_norm_frank_wolfe(gram)
+
+
 @register
 class MGDA(GradientMethod):
     """MGDA-UB (Sener & Koltun 2018): the min-norm combination of the task gradients.
@@ -86,14 +91,12 @@ class MGDA(GradientMethod):
     name = "mgda"
     default_space = "representation"
 
-    def __init__(self, space: str | None = None, exact_up_to: int = 6):
-        super().__init__(space)
+    def __init__(self, space: str | None = None, exact_up_to: int = 6, update_every: int = 1):
+        super().__init__(space, update_every)
         self.exact_up_to = exact_up_to
 
     def coefficients(self, gram, step):
-        if gram.shape[0] <= self.exact_up_to:
-            return min_norm_exact(gram)
-        return min_norm_frank_wolfe(gram)
+        return min_norm(gram, self.exact_up_to)
 
     def get_config(self):
         return {**super().get_config(), "exact_up_to": self.exact_up_to}

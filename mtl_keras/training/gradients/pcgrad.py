@@ -34,6 +34,13 @@ def pcgrad_coefficients(gram: tf.Tensor, orders: tf.Tensor) -> tf.Tensor:
     return tf.add_n(rows)
 
 
+def random_orders(num_tasks: int, seed: int, step) -> tf.Tensor:
+    """For each task, a random order of all tasks ([T, T]), drawn statelessly from (seed, step)."""
+    noise = tf.random.stateless_uniform([num_tasks, num_tasks],
+                                        seed=tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)]))
+    return tf.argsort(noise, axis=1)
+
+
 @register
 class PCGrad(GradientMethod):
     """PCGrad (Yu et al. 2020): gradient surgery, random order, projections on the original gradients.
@@ -48,15 +55,12 @@ class PCGrad(GradientMethod):
 
     name = "pcgrad"
 
-    def __init__(self, space: str | None = None, seed: int = DEFAULT_SEED):
-        super().__init__(space)
+    def __init__(self, space: str | None = None, seed: int = DEFAULT_SEED, update_every: int = 1):
+        super().__init__(space, update_every)
         self.seed = seed
 
     def coefficients(self, gram, step):
-        num_tasks = gram.shape[0]
-        noise = tf.random.stateless_uniform([num_tasks, num_tasks],
-                                            seed=tf.stack([tf.cast(self.seed, tf.int64), tf.cast(step, tf.int64)]))
-        return pcgrad_coefficients(gram, tf.argsort(noise, axis=1))
+        return pcgrad_coefficients(gram, random_orders(gram.shape[0], self.seed, step))
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}
