@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mtl_keras.training.gradients import GRADIENT_METHODS
 from mtl_keras.training.model import MultiTaskModel
 from mtl_keras.training.weighting import SmoothTchebycheff
 
@@ -182,6 +183,16 @@ def test_loss_scaling_leaves_the_update_unchanged_and_skips_non_finite_steps():
     for expected, actual in zip(before, model.trainable_weights, strict=True):
         np.testing.assert_array_equal(actual.numpy(), expected)  # the step was skipped
     assert float(optimizer.dynamic_scale.numpy()) == 2.0**9
+
+
+@pytest.mark.parametrize("gradient", sorted(GRADIENT_METHODS))
+def test_loss_scaling_leaves_every_methods_update_unchanged(gradient):
+    plain = _one_step(_compiled(gradient=gradient))
+    scaled = _one_step(_compiled(gradient=gradient, optimizer=keras.optimizers.LossScaleOptimizer(
+        keras.optimizers.SGD(LR), initial_scale=2.0**10)))
+    assert not np.allclose(plain.get_layer("trunk").kernel.numpy(), W0)
+    for actual, expected in zip(scaled.trainable_weights, plain.trainable_weights, strict=True):
+        np.testing.assert_allclose(actual.numpy(), expected.numpy(), atol=1e-5, err_msg=actual.path)
 
 
 def test_logs_tensorboard_and_saving_carry_the_method_its_weights_and_cosines(tmp_path):
