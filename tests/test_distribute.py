@@ -207,12 +207,14 @@ class _Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt("killed")
 
 
-@pytest.mark.parametrize("save_every, at, resume", [(None, (2, 1), (2, 0)), (2, (2, 2), (2, 2)),
-                                                    (1, (1, 3), (1, 3))])
-def test_interrupted_training_resumes_to_the_same_end(tmp_path, save_every, at, resume):
+@pytest.mark.parametrize("save_every, at, resume, gradient", [(None, (2, 1), (2, 0), "pcgrad"),
+                                                              (2, (2, 2), (2, 2), "pcgrad"),
+                                                              (1, (1, 3), (1, 3), "pcgrad"),
+                                                              (2, (2, 2), (2, 2), "moco")])  # with tracked state
+def test_interrupted_training_resumes_to_the_same_end(tmp_path, save_every, at, resume, gradient):
     """Killed in epoch 3 (or at the end of an epoch), started again: the same weights, History, and early stopping
-    as an uninterrupted training, from the epoch's start (epoch-end backups) or from the batch (save_every)."""
-    gradient = "pcgrad"
+    as an uninterrupted training, from the epoch's start (epoch-end backups) or from the batch (save_every); a
+    gradient method's state (MoCo's tracked gradients and weights) is in the backup too."""
     backup = TrainingBackup(tmp_path / "backup", save_every=save_every)
     model = _numeric_model(gradient)
     with pytest.raises(KeyboardInterrupt):
