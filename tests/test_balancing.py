@@ -146,12 +146,14 @@ def test_gradnorm_norms_are_taken_on_the_last_shared_layer():
     (None, None), ("uncertainty", None), ("gradnorm", None), (None, "pcgrad"), (None, "mgda"), ("dwa", "cagrad"),
     ("gls", None), ("stch", "pcgrad"), (None, "upgrad"), ("uncertainty", "dualproj"), (None, "gradvac"),
     (None, "fairgrad"), (None, "config"), ("dwa", "sdmgrad"), (None, "modo"), (None, "graddrop"),
-    (None, "graddrop_parameters"), ("uncertainty", "moco"), (None, "db_mtl"), (None, "excess_mtl")])
+    (None, "graddrop:parameters"), ("uncertainty", "moco"), (None, "db_mtl"), (None, "excess_mtl"),
+    (None, "fairgrad:representation"), (None, "pcgrad:representation")])
 def test_two_replicas_give_the_same_update_as_one_device(two_replicas, weighting, gradient):
-    if gradient == "graddrop_parameters":
-        from mtl_keras.training.gradients import GradDrop
+    if gradient is not None and ":" in gradient:  # a method in the space it does not default to
+        from mtl_keras.training.gradients import get_gradient_method
 
-        gradient = functools.partial(GradDrop, space="parameters")
+        name, space = gradient.split(":")
+        gradient = functools.partial(get_gradient_method, name, space=space)
     if weighting == "stch":  # its smooth maximum at once, from a nadir point of 1 (a warm-up would be log-losses)
         weighting = functools.partial(SmoothTchebycheff, warmup_epochs=0)
     # Labels of task b are missing unevenly: 1 of 4 on the first replica's half, 3 of 4 on the second's.
