@@ -11,7 +11,8 @@ them, so that every task moves the shared parameters by the same amount:
 (the paper's and LibMTL's rule; defaults beta = 0.9, beta_sigma = 0, i.e. a constant beta; b starts at 0, and k = 1
 at the first step). The paper files DB-MTL under loss weightings; here it is a gradient method because it needs the
 per-task gradients. The buffers b (T x P) are state: saved, backed up, mirrored. Parameter space only: the buffers
-outlive a batch's representation.
+outlive a batch's representation. Every task's loss must be positive (it is the argument of a log): training stops
+with a message at the first step where one is not.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class DBMTL(VectorGradientMethod):
         self.buffers = self.vector_state_variable("log_loss_gradients", num_tasks)
 
     def update(self, gradients, losses, step):
+        _check_positive(losses, "DB-MTL follows the gradient of log L_t")
         beta = self.beta / (tf.cast(step, tf.float32) + 1.0) ** self.beta_sigma
         log_gradients = gradients / (losses[:, None] + EPSILON)
         buffers = log_gradients + beta * (tf.convert_to_tensor(self.buffers) - log_gradients)
@@ -67,3 +69,10 @@ class DBMTL(VectorGradientMethod):
 
     def get_config(self):
         return {**super().get_config(), "beta": self.beta, "beta_sigma": self.beta_sigma}
+
+
+def _check_positive(losses, why: str):
+    """Stops training with a message when a task's loss is not positive, where the method would otherwise move the
+    wrong way without a word (a negative log-likelihood of a density can be negative; a zero loss divides by 1e-8)."""
+    tf.debugging.assert_positive(losses, message=f"{why}, so every task's loss must be positive; one is not (a "
+                                 "loss that can be negative or zero needs another method, or a positive offset)")

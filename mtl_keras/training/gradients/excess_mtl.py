@@ -7,7 +7,8 @@ gradients H_t = diag(sqrt(sum_steps g_t^2 + 1e-7)):
 
     e_t = g_t^T H_t^{-1} g_t
     first step: e0_t = e_t (the weights stay at 1)
-    later:      w_t <- w_t exp(eta e_t / e0_t),  then w <- T w / sum(w)
+    later:      w_t <- w_t exp(eta e_t / e0_t),  then w <- T w / sum(w)   (computed as T softmax(log w + eta e / e0),
+                                                    which cannot overflow)
     update      = sum_t w_t g_t
 
 (the paper's Algorithm 1, in the official code's form, as LibMTL has it; eta = `robust_step_size`, 1e-2). The
@@ -74,8 +75,10 @@ class ExcessMTL(VectorGradientMethod):
         started = tf.convert_to_tensor(self.started) > 0
         first = tf.where(started, tf.convert_to_tensor(self.first_excess), excess)
         weights = tf.convert_to_tensor(self.task_weights)
-        grown = weights * tf.exp(self.robust_step_size * tf.math.divide_no_nan(excess, first))
-        grown = grown / tf.reduce_sum(grown) * gradients.shape[0]
+        # w exp(eta e / e0), renormalised to sum T, as a softmax of log-weights: the same numbers, but e / e0 can
+        # reach thousands (e0 is the first step's, often tiny) and exp of it would overflow to inf, then NaN.
+        logits = tf.math.log(tf.maximum(weights, 1e-30)) + self.robust_step_size * tf.math.divide_no_nan(excess, first)
+        grown = tf.nn.softmax(logits) * gradients.shape[0]
         weights = tf.where(started, grown, weights)
         self.stage(self.squared_sums, squared_sums)
         self.stage(self.first_excess, first)

@@ -12,7 +12,8 @@ y_t and moves the weights lambda by one step on MGDA's objective, built from the
 As in the authors' code (and LibMTL's port), each gradient enters the tracking normalised and scaled by its loss
 L_t, and lambda stays on the simplex through a softmax rather than the paper's Euclidean projection; lambda starts
 at 1/T and y at 0. Y (T x P) and lambda are state: saved, backed up, mirrored. Not available in representation
-space: Y tracks parameter gradients across steps, and a representation's gradient belongs to one batch.
+space: Y tracks parameter gradients across steps, and a representation's gradient belongs to one batch. Every
+task's loss must be >= 0 (a negative one would reverse its gradient): training stops with a message if one is not.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ class MoCo(VectorGradientMethod):
                                                keras.initializers.Constant(1.0 / num_tasks))
 
     def update(self, gradients, losses, step):
+        tf.debugging.assert_non_negative(losses, message="MoCo scales each task's normalised gradient by its loss, so "
+                                         "every task's loss must be >= 0; one is negative (a loss that can be "
+                                         "negative needs another method, or a positive offset)")
         k = tf.cast(step, tf.float32) + 1.0
         beta = self.beta / k**self.beta_sigma
         gamma = self.gamma / k**self.gamma_sigma
