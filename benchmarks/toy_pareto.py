@@ -1,16 +1,26 @@
 """Which gradient methods reach the Pareto front of the two-objective toy problem, and where (CAGrad / Nash-MTL figure).
 
-    python benchmarks/toy_pareto.py [--steps 100000] [--record-every 100] [--tolerance 0.1] [--seed 1337]
-                                    [--json benchmarks/results/toy_pareto.json]
+    python benchmarks/toy_pareto.py [--methods ...] [--steps 100000] [--record-every 100] [--tolerance 0.1]
+                                    [--seed 1337] [--check 0] [--json benchmarks/results/toy_pareto.json]
                                     [--plot benchmarks/results/toy_pareto.png]
 
 Problem: `mtl_keras.datasets.toy` (L1 scaled by 0.1, so the two gradients differ tenfold in size), from the five
 starts of the papers. Methods: "mean" (the gradient of (L1 + L2) / 2, no gradient method) and every entry of
-`GRADIENT_METHODS`, each on the parameters x themselves (MGDA with space="parameters": there is no representation).
-Each step takes the two gradients with one tape, forms their Gram matrix, asks the method for `alpha` and moves x
-with Adam along `alpha @ G` (lr 1e-3, betas 0.9 / 0.999, eps 1e-8: torch.optim.Adam as in the papers' code).
-A method's runs from the five starts are one XLA-compiled loop, so the 35 runs of 100,000 steps take under a
-minute on two cores.
+`GRADIENT_METHODS`, each on the parameters x themselves (space="parameters": there is no representation; the
+methods that draw random numbers, PCGrad, GradVac and GradDrop, with `--seed`). Each step takes the two gradients
+with one tape and asks the method for the step direction; x moves with Adam along it (lr 1e-3, betas 0.9 / 0.999,
+eps 1e-8: torch.optim.Adam as in the papers' code).
+
+Two kinds of method, two loops, both XLA-compiled:
+- stateless Gram methods (`coefficients(gram, step) -> alpha`, direction `alpha @ G`): the runs from the five starts
+  are one loop, the method vectorized over the starts' Gram matrices;
+- methods with state (GradVac's target cosines, MoDo's weights, `update_every` > 1) and vector methods (GradDrop,
+  MoCo, DB-MTL, ExcessMTL: `update_and_state(gradients, losses, step)`, with the toy losses at x plus LOSS_OFFSET,
+  positive as MoCo and DB-MTL need): each start has its
+  own instance of the method, built with `build_for_tasks(2, 2)`, so its own state; the five runs are still one
+  loop, whose body calls each instance (`coefficients_and_state` / `update_and_state`) and assigns the new state to
+  that instance's variables. `--check N` compares N steps of that loop, from each start, with a plain eager Python
+  loop doing the same calls and assignments.
 
 A run reaches the front when its final point lies within `--tolerance` (default 0.1, a hundred Adam steps) of the
 Pareto set (the curve x2 = x2*(x1), -7 <= x1 <= 7, from `distance_to_pareto_set`): runs that converge end within
@@ -24,6 +34,7 @@ the run first met the front: with Adam several methods meet the front and then s
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import time
@@ -35,17 +46,35 @@ import tensorflow as tf  # noqa: E402
 
 from mtl_keras.datasets.toy import TOY_STARTS, distance_to_pareto_set, toy_losses, toy_pareto_set  # noqa: E402
 from mtl_keras.seeds import DEFAULT_SEED  # noqa: E402
-from mtl_keras.training.gradients import GRADIENT_METHODS, GradientMethod, get_gradient_method  # noqa: E402
+from mtl_keras.training.gradients import (  # noqa: E402
+    GRADIENT_METHODS,
+    GradientMethod,
+    VectorGradientMethod,
+    get_gradient_method,
+)
 
 METHODS = ("mean", *GRADIENT_METHODS)
 LEARNING_RATE, BETA_1, BETA_2, EPSILON = 1e-3, 0.9, 0.999, 1e-8
+# Added to the losses the vector methods read (MoCo, DB-MTL need them positive; the toy's reach -2.2 and -21, and are
+# 0 at the origin). A constant changes no gradient; the methods that only read gradients are unaffected.
+LOSS_OFFSET = tf.constant([3.0, 25.0])
+NUM_TASKS, NUM_PARAMETERS = 2, 2
 
 
 def build_method(name: str, seed: int = DEFAULT_SEED) -> GradientMethod | None:
-    """None for "mean"; otherwise the method on the parameters (PCGrad with `seed`)."""
+    """None for "mean"; otherwise the method on the parameters, built for the toy's 2 tasks and 2 parameters (a
+    method that takes a `seed`, i.e. draws random numbers, with `seed`)."""
     if name == "mean":
         return None
-    return get_gradient_method(name, space="parameters", **({"seed": seed} if name == "pcgrad" else {}))
+    options = {"seed": seed} if "seed" in inspect.signature(GRADIENT_METHODS[name].__init__).parameters else {}
+    method = get_gradient_method(name, space="parameters", **options)
+    method.build_for_tasks(NUM_TASKS, NUM_PARAMETERS)
+    return method
+
+
+def needs_own_instances(method: GradientMethod | None) -> bool:
+    """Whether each run needs its own instance of the method: it keeps state, or needs the gradient vectors."""
+    return isinstance(method, VectorGradientMethod) or bool(method is not None and method.state_variables)
 
 
 def task_gradients(x: tf.Tensor) -> tf.Tensor:
@@ -59,8 +88,8 @@ def task_gradients(x: tf.Tensor) -> tf.Tensor:
 
 
 def combined_gradient(method: GradientMethod | None, x: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
-    """[S, 2]: the step direction at each of the S points x [S, 2]; the method sees each point's own Gram matrix
-    (vectorized over the points, so that S runs cost about one)."""
+    """[S, 2]: the step direction at each of the S points x [S, 2], for "mean" or a stateless Gram method; the method
+    sees each point's own Gram matrix (vectorized over the points, so that S runs cost about one)."""
     gradients = task_gradients(x)
     if method is None:
         return tf.reduce_mean(gradients, axis=-2)
@@ -72,15 +101,64 @@ def combined_gradient(method: GradientMethod | None, x: tf.Tensor, step: tf.Tens
     return tf.linalg.matvec(gradients, alphas, transpose_a=True)
 
 
-def make_descent(method: GradientMethod | None, steps: int, record_every: int):
-    """A compiled `start [2] -> trajectory [steps // record_every + 1, 2]` (the start, then x every `record_every`
-    Adam steps), or `starts [S, 2] -> trajectories [steps // record_every + 1, S, 2]`: S independent runs in one
-    loop, for about the cost of one. Adam is written out because the whole run is one XLA loop."""
+def direction_and_state(method: GradientMethod, gradients: tf.Tensor, losses: tf.Tensor, step: tf.Tensor):
+    """One run's step direction [2] from its gradients [2, 2] and losses [2], and the method's new state (a list,
+    in the order of `method.state_variables`): the API the training step uses."""
+    if isinstance(method, VectorGradientMethod):
+        direction, _, state = method.update_and_state(gradients, losses, step)
+        return direction, state
+    alpha, state = method.coefficients_and_state(tf.matmul(gradients, gradients, transpose_b=True), step)
+    return tf.linalg.matvec(gradients, alpha, transpose_a=True), state
+
+
+def stateful_gradients(methods: list[GradientMethod], x: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+    """[S, 2]: the step direction at each of the S points x [S, 2], run s asking its own instance `methods[s]`, whose
+    variables then take the new state (the direction is returned only once they have)."""
+    gradients, losses = task_gradients(x), toy_losses(x) + LOSS_OFFSET
+    directions, assignments = [], []
+    for index, method in enumerate(methods):
+        direction, state = direction_and_state(method, gradients[index], losses[index], step)
+        directions.append(direction)
+        assignments += [variable.assign(value) for variable, value in zip(method.state_variables, state, strict=True)]
+    with tf.control_dependencies(assignments):
+        return tf.identity(tf.stack(directions))
+
+
+def fresh_copy(method: GradientMethod) -> GradientMethod:
+    """A new instance with `method`'s settings and its own, initial state (built for the toy's tasks)."""
+    copy = type(method).from_config(method.get_config())
+    copy.build_for_tasks(NUM_TASKS, NUM_PARAMETERS)
+    return copy
+
+
+def make_descent(method: GradientMethod | str | None, steps: int, record_every: int, jit_compile: bool = True):
+    """A compiled `starts [S, 2] -> trajectories [steps // record_every + 1, S, 2]` (the starts, then x every
+    `record_every` Adam steps), or `start [2] -> trajectory [steps // record_every + 1, 2]`: S independent runs in
+    one loop. `method`: from `build_method` (None: "mean"), or a name (built with the default seed). A stateless Gram
+    method is vectorized over the runs (about the cost of one); for a method with state or a vector method, each
+    call gives each run a fresh copy of it (`fresh_copy`; `method`'s own state is not touched), so that the runs
+    share no state and a second call starts afresh. Adam is written out because the whole run is one XLA loop."""
     if steps % record_every:
         raise ValueError(f"steps ({steps}) must be a multiple of record_every ({record_every}).")
+    if isinstance(method, str):
+        method = build_method(method)
+    if not needs_own_instances(method):
+        return _descent(lambda x, step: combined_gradient(method, x, step), steps, record_every, jit_compile)
+
+    def run(starts):
+        starts = np.asarray(starts, np.float32)
+        copies = [fresh_copy(method) for _ in range(starts.reshape(-1, 2).shape[0])]
+        return _descent(lambda x, step: stateful_gradients(copies, x, step), steps, record_every,
+                        jit_compile)(starts)
+
+    return run
+
+
+def _descent(gradient_at, steps: int, record_every: int, jit_compile: bool):
+    """The Adam loop of `make_descent` for `gradient_at(x [S, 2], step int64) -> directions [S, 2]`."""
 
     def adam_step(step, x, first_moment, second_moment):
-        gradient = combined_gradient(method, x, tf.cast(step, tf.int64))
+        gradient = gradient_at(x, tf.cast(step, tf.int64))
         first_moment = BETA_1 * first_moment + (1.0 - BETA_1) * gradient
         second_moment = BETA_2 * second_moment + (1.0 - BETA_2) * gradient * gradient
         count = tf.cast(step + 1, tf.float32)
@@ -93,7 +171,7 @@ def make_descent(method: GradientMethod | None, steps: int, record_every: int):
         state = tf.while_loop(lambda step, *_: step < end, adam_step, state)
         return index + 1, state, trajectory.write(index + 1, state[1])
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=jit_compile)
     def descend(starts):
         zeros = tf.zeros_like(starts)
         trajectory = tf.TensorArray(tf.float32, size=steps // record_every + 1).write(0, starts)
@@ -108,6 +186,53 @@ def make_descent(method: GradientMethod | None, steps: int, record_every: int):
         return trajectories[:, 0] if starts.ndim == 1 else trajectories
 
     return run
+
+
+def python_loop(name: str, start, steps: int, seed: int = DEFAULT_SEED) -> np.ndarray:
+    """[steps + 1, 2]: one run from `start`, eager, step by step: a fresh instance, `coefficients_and_state` or
+    `update_and_state` on the gradients and losses at x, the new state assigned to its variables, then Adam (the
+    reference `--check` compares the compiled loop with)."""
+    method = build_method(name, seed)
+    x = tf.constant([np.asarray(start, np.float32)])
+    first_moment = second_moment = tf.zeros_like(x)
+    points = [x[0].numpy()]
+    for step in range(steps):
+        if method is None or not needs_own_instances(method):
+            gradient = combined_gradient(method, x, tf.constant(step, tf.int64))[0]
+        else:
+            gradient, state = direction_and_state(method, task_gradients(x)[0], toy_losses(x)[0] + LOSS_OFFSET,
+                                                  tf.constant(step, tf.int64))
+            for variable, value in zip(method.state_variables, state, strict=True):
+                variable.assign(value)
+        first_moment = BETA_1 * first_moment + (1.0 - BETA_1) * gradient
+        second_moment = BETA_2 * second_moment + (1.0 - BETA_2) * gradient * gradient
+        unbiased_first = first_moment / (1.0 - BETA_1 ** (step + 1))
+        unbiased_second = second_moment / (1.0 - BETA_2 ** (step + 1))
+        x = x - LEARNING_RATE * unbiased_first / (tf.sqrt(unbiased_second) + EPSILON)
+        points.append(x[0].numpy())
+    return np.array(points)
+
+
+def check(names, steps: int, seed: int) -> float:
+    """Per method (printed): the largest |compiled - eager| over `steps` steps from every start, for the XLA loop
+    and for the same loop compiled without XLA; returns the largest over the methods of the loop without XLA. XLA
+    draws other stateless random numbers than the TensorFlow kernels do from the same (seed, step), so a method that
+    draws (GradDrop; PCGrad's and GradVac's orders do not matter for two tasks) follows another, equally seeded path
+    under XLA: its state handling is what the loop without XLA checks."""
+    worst = 0.0
+    for name in names:
+        references = [python_loop(name, start, steps, seed) for start in TOY_STARTS]
+        gaps = {}
+        for jit_compile in (True, False):
+            compiled = make_descent(build_method(name, seed), steps, 1, jit_compile)(TOY_STARTS)
+            gaps[jit_compile] = max(float(np.max(np.abs(compiled[:, index] - reference)))
+                                    for index, reference in enumerate(references))
+        moved = max(float(np.max(np.abs(reference[-1] - reference[0]))) for reference in references)
+        kind = "own instances" if needs_own_instances(build_method(name, seed)) else "vectorized"
+        print(f"check {name:<12} ({kind}): {steps} steps from each start, max |compiled - eager| "
+              f"{gaps[True]:.2e} with XLA, {gaps[False]:.2e} without (moved up to {moved:.3f})", flush=True)
+        worst = max(worst, gaps[False])
+    return worst
 
 
 def pareto_stationarity(x) -> float:
@@ -221,13 +346,19 @@ def main(argv=None) -> dict:
     parser.add_argument("--record-every", type=int, default=100)
     parser.add_argument("--tolerance", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--check", type=int, default=0, metavar="N",
+                        help="first compare N steps of the compiled loop with an eager Python loop (0: no check)")
     parser.add_argument("--json", default="benchmarks/results/toy_pareto.json")
     parser.add_argument("--plot", default="benchmarks/results/toy_pareto.png")
     args = parser.parse_args(argv)
+    tf.get_logger().setLevel("ERROR")  # one compiled loop per method: TensorFlow would warn, harmlessly, of retracing
     print("python benchmarks/toy_pareto.py " + " ".join(
         f"--{key.replace('_', '-')} {' '.join(map(str, value)) if isinstance(value, list) else value}"
         for key, value in vars(args).items()), flush=True)
 
+    if args.check:
+        worst = check(args.methods, args.check, args.seed)
+        print(f"check: largest |compiled - eager| without XLA {worst:.2e}", flush=True)
     results, trajectories, seconds = {}, {}, {}
     for name in args.methods:
         began = time.perf_counter()
