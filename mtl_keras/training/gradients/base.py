@@ -199,7 +199,10 @@ class VectorGradientMethod(GradientMethod):
         finite = tf.logical_and(tf.reduce_all(tf.math.is_finite(gradients)), tf.reduce_all(tf.math.is_finite(losses)))
         self._staged = {}
         try:
-            update, alpha = self.update(tf.where(finite, padded, 0.0), tf.where(finite, losses, 1.0), step)
+            # Selected by a conditional, not elementwise: the state and the gradients are T x P, and an elementwise
+            # select would be one more pass over them on every step.
+            update, alpha = self.update(_either(finite, padded, tf.zeros_like), _either(finite, losses, tf.ones_like),
+                                        step)
             staged = self._staged
         finally:
             self._staged = None
@@ -208,8 +211,13 @@ class VectorGradientMethod(GradientMethod):
         if self.update_every > 1:
             staged[id(self.last_coefficients)] = alpha
         current = [tf.convert_to_tensor(v) for v in self.state_variables]
-        return update, alpha, [tf.where(finite, staged.get(id(v), value), value)
+        return update, alpha, [_either(finite, staged.get(id(v), value), lambda _, kept=value: kept)
                                for v, value in zip(self.state_variables, current, strict=True)]
+
+
+def _either(condition, value, otherwise):
+    """`value` where `condition` (a scalar) holds, else `otherwise(value)`, without an elementwise pass."""
+    return tf.cond(condition, lambda: tf.identity(value), lambda: otherwise(value))
 
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
