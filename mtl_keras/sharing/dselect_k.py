@@ -48,8 +48,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from mtl_keras.sharing.base import DenseStack, SharingLayer, check_units
-from mtl_keras.sharing.mmoe import mix_experts
+from mtl_keras.sharing.base import DenseStack, check_units
+from mtl_keras.sharing.mmoe import ExpertMixture
 
 # Inside the entropy's log, as in the official code: 0 * log(0 + eps) = 0 for an expert a selector has dropped.
 EPSILON = 1e-6
@@ -199,7 +199,7 @@ class DSelectGate(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
-class DSelectK(SharingLayer):
+class DSelectK(ExpertMixture):
     """Experts shared by all tasks, and one DSelect-k gate per task that learns to select k of them.
 
     Args:
@@ -231,22 +231,6 @@ class DSelectK(SharingLayer):
         self.task_gates = {name: DSelectGate(self.num_experts, self.k, self.gamma, self.entropy_regularization,
                                              self.static_gates, name=f"gate_{name}", dtype=self.dtype_policy)
                            for name in self.task_names}
-
-    def build(self, input_shape):
-        for layer in [*self.experts, *self.task_gates.values()]:
-            if not layer.built:  # a gate is built already if `gates(x)` was called first
-                layer.build(input_shape)
-
-    def gates(self, inputs, training=None) -> dict:
-        """Each task's gate values over the experts, `{task: (batch, num_experts)}`."""
-        return {name: gate(inputs, training=training) for name, gate in self.task_gates.items()}
-
-    def call(self, inputs, training=None):
-        expert_outputs = [expert(inputs, training=training) for expert in self.experts]
-        return {name: mix_experts(gate, expert_outputs) for name, gate in self.gates(inputs, training).items()}
-
-    def compute_output_shape(self, input_shape):
-        return {name: tuple(input_shape[:-1]) + (self.expert_units[-1],) for name in self.task_names}
 
     def get_config(self):
         return {**super().get_config(), "num_experts": self.num_experts, "k": self.k,

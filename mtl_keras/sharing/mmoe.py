@@ -73,8 +73,30 @@ class Gate(keras.layers.Layer):
         return {**super().get_config(), "num_experts": self.num_experts, "hidden_units": list(self.hidden.units)}
 
 
+class ExpertMixture(SharingLayer):
+    """Shared experts (`self.experts`) and one gate per task (`self.task_gates`, each mapping the input to weights
+    over the experts): each task receives its gate's mix of the experts' outputs. MMoE and DSelect-k differ only in
+    their gates."""
+
+    def build(self, input_shape):
+        for layer in [*self.experts, *self.task_gates.values()]:
+            if not layer.built:  # a gate is built already if `gates(x)` was called first
+                layer.build(input_shape)
+
+    def gates(self, inputs, training=None) -> dict:
+        """Each task's gate values over the experts, `{task: (batch, num_experts)}`."""
+        return {name: gate(inputs, training=training) for name, gate in self.task_gates.items()}
+
+    def call(self, inputs, training=None):
+        expert_outputs = [expert(inputs, training=training) for expert in self.experts]
+        return {name: mix_experts(gate, expert_outputs) for name, gate in self.gates(inputs, training).items()}
+
+    def compute_output_shape(self, input_shape):
+        return {name: tuple(input_shape[:-1]) + (self.expert_units[-1],) for name in self.task_names}
+
+
 @keras.saving.register_keras_serializable(package="mtl_keras")
-class MMoE(SharingLayer):
+class MMoE(ExpertMixture):
     """Experts shared by all tasks, and one softmax gate per task.
 
     Args:
@@ -102,23 +124,6 @@ class MMoE(SharingLayer):
         self.task_gates = {name: Gate(self.num_experts, self.gate_hidden_units, name=f"gate_{name}",
                                       dtype=self.dtype_policy)
                            for name in self.task_names}
-
-    def build(self, input_shape):
-        for expert in self.experts:
-            expert.build(input_shape)
-        for gate in self.task_gates.values():
-            gate.build(input_shape)
-
-    def gates(self, inputs, training=None) -> dict:
-        """Each task's gate values over the experts, `{task: (batch, num_experts)}`."""
-        return {name: gate(inputs, training=training) for name, gate in self.task_gates.items()}
-
-    def call(self, inputs, training=None):
-        expert_outputs = [expert(inputs, training=training) for expert in self.experts]
-        return {name: mix_experts(gate, expert_outputs) for name, gate in self.gates(inputs, training).items()}
-
-    def compute_output_shape(self, input_shape):
-        return {name: tuple(input_shape[:-1]) + (self.expert_units[-1],) for name in self.task_names}
 
     def get_config(self):
         return {**super().get_config(), "num_experts": self.num_experts, "expert_units": list(self.expert_units),
