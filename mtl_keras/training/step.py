@@ -285,10 +285,7 @@ class MultiTaskStep:
             cosines = tf.zeros([len(scaled_tasks)] * 2)
             for i in own:
                 gradients[i] = tf.add_n([g[i] for g in connectivity if g[i] is not None])
-        self._add_extra(tape, scaled_extra, variables, gradients, shared + own)
-        if other:
-            for i, gradient in zip(other, tape.gradient(scaled_total, [variables[i] for i in other]), strict=True):
-                gradients[i] = gradient
+        self._finish(tape, scaled_extra, scaled_total, variables, gradients, shared + own, other)
         return gradients, (connectivity if recompute is None else None), cosines, recompute
 
     def _representation_space(self, tape, scaled_tasks, scaled_total, scaled_extra, representation, variables,
@@ -300,17 +297,9 @@ class MultiTaskStep:
         own_variables = [variables[i] for i in own]
 
         def every_task():
-            # Each task's backward pass to the representation also yields its own weights' gradients (e.g. a
-            # decoder only the segmentation loss reaches), so no further pass goes back through them.
-            flat, own_sums = [], [[] for _ in own]
-            for target, reached in zip(scaled_tasks, connectivity, strict=True):
-                mine = [k for k, i in enumerate(own) if reached[i] is not None]
-                results = tape.gradient(target, representation + [own_variables[k] for k in mine])
-                flat.append(_flatten(results[:len(representation)], representation))
-                for k, gradient in zip(mine, results[len(representation):], strict=True):
-                    own_sums[k].append(gradient)
-            return (tf.stack(flat) / scale,
-                    [_sum_present(parts, v) for parts, v in zip(own_sums, own_variables, strict=True)])
+            per_task, own_sums = _representation_passes(tape, scaled_tasks, connectivity, own, own_variables,
+                                                        representation)
+            return tf.stack([_flatten(g, representation) for g in per_task]) / scale, own_sums
 
         def reuse():
             own_sums = tape.gradient(scaled_tasks, own_variables) if own_variables else []
@@ -330,10 +319,7 @@ class MultiTaskStep:
         combined = tape.gradient(scaled_tasks, [variables[i] for i in shared], output_gradients=tf.unstack(alpha))
         for i, gradient in zip(shared, combined, strict=True):
             gradients[i] = gradient
-        self._add_extra(tape, scaled_extra, variables, gradients, shared + own)
-        if other:
-            for i, gradient in zip(other, tape.gradient(scaled_total, [variables[i] for i in other]), strict=True):
-                gradients[i] = gradient
+        self._finish(tape, scaled_extra, scaled_total, variables, gradients, shared + own, other)
         return gradients, None, cosines, recompute
 
     def _rewritten_representation(self, tape, scaled_tasks, scaled_total, scaled_extra, representation, variables,
@@ -345,15 +331,10 @@ class MultiTaskStep:
         shared, own, other = self._partition(connectivity, variables)
         gradients = [None] * len(variables)
         own_variables = [variables[i] for i in own]
-        per_task, own_sums = [], [[] for _ in own]
-        for target, reached in zip(scaled_tasks, connectivity, strict=True):
-            mine = [k for k, i in enumerate(own) if reached[i] is not None]
-            results = tape.gradient(target, representation + [own_variables[k] for k in mine])
-            per_task.append(results[:len(representation)])
-            for k, gradient in zip(mine, results[len(representation):], strict=True):
-                own_sums[k].append(gradient)
-        for i, parts, variable in zip(own, own_sums, own_variables, strict=True):
-            gradients[i] = _sum_present(parts, variable)
+        per_task, own_sums = _representation_passes(tape, scaled_tasks, connectivity, own, own_variables,
+                                                    representation)
+        for i, gradient in zip(own, own_sums, strict=True):
+            gradients[i] = gradient
         flat = tf.stack([_flatten(g, representation) for g in per_task]) / scale
         cosines = gradient_cosines(context.all_reduce(SUM, tf.matmul(flat, flat, transpose_b=True)))
         rewritten = self.gradient.representation_gradients(per_task, representation, step, context)
@@ -364,11 +345,16 @@ class MultiTaskStep:
         combined = tape.gradient(representation, [variables[i] for i in shared], output_gradients=rewritten)
         for i, gradient in zip(shared, combined, strict=True):
             gradients[i] = gradient
-        self._add_extra(tape, scaled_extra, variables, gradients, shared + own)
+        self._finish(tape, scaled_extra, scaled_total, variables, gradients, shared + own, other)
+        return gradients, None, cosines, None
+
+    def _finish(self, tape, scaled_extra, scaled_total, variables, gradients, reached, other):
+        """The tail of every gradient-method step: regularisers on the variables the tasks reach, and the plain
+        total's gradient on the rest (the weighting's own variables)."""
+        self._add_extra(tape, scaled_extra, variables, gradients, reached)
         if other:
             for i, gradient in zip(other, tape.gradient(scaled_total, [variables[i] for i in other]), strict=True):
                 gradients[i] = gradient
-        return gradients, None, cosines, None
 
     @staticmethod
     def _add_extra(tape, scaled_extra, variables, gradients, indices):
@@ -400,6 +386,20 @@ class MultiTaskStep:
         for t, name in enumerate(self.task_names):
             if f"{name}_loss" in trackers:
                 trackers[f"{name}_loss"].update_state(losses[t] * replicas, sample_weight=batch)
+
+
+def _representation_passes(tape, scaled_tasks, connectivity, own, own_variables, representation):
+    """Each task's backward pass to the shared representation, which also yields the gradients of the task-own
+    variables it reaches (e.g. a decoder only the segmentation loss reaches), so no further pass goes back through
+    them. Returns each task's representation gradients and each own variable's summed gradient."""
+    per_task, own_parts = [], [[] for _ in own]
+    for target, reached in zip(scaled_tasks, connectivity, strict=True):
+        mine = [k for k, i in enumerate(own) if reached[i] is not None]
+        results = tape.gradient(target, representation + [own_variables[k] for k in mine])
+        per_task.append(results[:len(representation)])
+        for k, gradient in zip(mine, results[len(representation):], strict=True):
+            own_parts[k].append(gradient)
+    return per_task, [_sum_present(parts, v) for parts, v in zip(own_parts, own_variables, strict=True)]
 
 
 def _regularization(model) -> tf.Tensor:
