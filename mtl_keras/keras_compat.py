@@ -2,15 +2,16 @@
 
 Any release may rename or drop a private attribute. Each hook here is read through one function, and
 `tests/test_keras_hooks.py` checks every one against the installed releases, naming the hook when it is gone.
-Two more live where Python needs them: `MultiTaskModel._maybe_symbolic_build` overrides a method (it must sit on
-the class; the test file checks by behaviour that `fit` still calls it), and `tuning.py` subclasses keras-tuner's
-oracles (`populate_space`, `start_order`: the test file checks that they exist, `tests/test_tuning.py` that the
-reference trial still comes first).
+One override is here too, as a mixin `MultiTaskModel` inherits: `BuildsFromElementSpec._maybe_symbolic_build`
+(the test file checks by behaviour that `fit` still calls it). One more lives where Python needs it: `tuning.py`
+subclasses keras-tuner's oracles (`populate_space`, `start_order`: the test file checks that they exist,
+`tests/test_tuning.py` that the reference trial still comes first).
 """
 
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 
 # --- the model ---------------------------------------------------------------------------------------------------
@@ -18,6 +19,33 @@ def symbolic_build(model: keras.Model, data_batch) -> None:
     """Keras' own build of the model's, metrics' and loss trackers' variables from a batch's specs. No public
     method builds the compiled metrics and losses without drawing a batch from the data."""
     model._symbolic_build(data_batch=data_batch)
+
+
+class BuildsFromElementSpec:
+    """Mixin for a `keras.Model`: `fit` and `evaluate` build the model, its compiled metrics and losses and its
+    optimizer from the dataset's element spec, with or without a strategy.
+
+    Keras (3.5 and later, TF backend) builds them in `_maybe_symbolic_build` from a batch it draws from the dataset,
+    and only under a strategy. Drawing starts an extra pass over the dataset, so a dataset that reshuffles each pass
+    would train on its second order (and under MirroredStrategy, averaging the drawn batch over replicas fails on
+    strings); without a strategy the variables are created inside the first trace of the train function, which makes
+    tf.function trace it twice. The element spec is all the build needs, and no public method takes it."""
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if data_batch is None and iterator is not None:
+            data_batch = _one_replica_batch_spec(iterator)
+        if data_batch is None:
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        with self.distribute_strategy.scope():
+            symbolic_build(self, data_batch)
+
+
+def _one_replica_batch_spec(iterator):
+    """The shapes and dtypes of one replica's batch, read from the dataset's element spec, or None."""
+    spec = epoch_iterator_element_spec(iterator)
+    if spec is None:
+        return None
+    return tf.nest.map_structure(one_replica_spec, spec)
 
 
 def update_compile_config(model: keras.Model, entries: dict) -> None:
@@ -87,7 +115,7 @@ def auc_num_labels(metric: keras.metrics.AUC) -> int:
 
 
 __all__ = [
-    "auc_from_logits", "auc_num_labels", "build_metric", "compile_loss",
+    "BuildsFromElementSpec", "auc_from_logits", "auc_num_labels", "build_metric", "compile_loss",
     "epoch_iterator_element_spec", "forget_layer", "loss_tracker", "metric_built", "one_replica_spec", "producing_node",
     "symbolic_build", "thresholds_evenly_spaced", "update_compile_config",
 ]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtl_keras import Task, compile_multitask
+from mtl_keras import MultiTaskModel, Task, compile_multitask
 from mtl_keras.analysis.affinity import TaskAffinity
 from mtl_keras.cli import main
 from mtl_keras.sharing import MMoE
@@ -30,8 +30,9 @@ def linear_model(seed=0, dropout=0.0, batch_norm=False, optimizer=None):
         hidden = keras.layers.BatchNormalization(name="norm")(hidden)
     if dropout:
         hidden = keras.layers.Dropout(dropout, name="dropout")(hidden)
-    model = keras.Model(inputs, {task.name: keras.layers.Dense(1, name=task.name)(hidden) for task in TASKS})
-    return compile_multitask(model, TASKS, optimizer=optimizer or keras.optimizers.SGD(0.1))
+    model = MultiTaskModel(inputs, {task.name: keras.layers.Dense(1, name=task.name)(hidden) for task in TASKS},
+                           tasks=TASKS)
+    return compile_multitask(model, optimizer=optimizer or keras.optimizers.SGD(0.1))
 
 
 def regression_batch(n=8, seed=1, b_labelled=None):
@@ -147,7 +148,21 @@ def test_training_with_the_callback_is_training_without_it():
     running = np.array(step_losses, "float64").reshape(2, 4)
     per_batch = running * np.arange(1, 5) - np.concatenate([np.zeros((2, 1)), running[:, :-1]], 1) * np.arange(4)
     np.testing.assert_allclose([m.losses[0] for m in affinity.history], per_batch.ravel(), rtol=1e-4)
-    assert model.train_function is not None and "TaskAffinity" not in repr(model.train_function)
+    model.fit(dataset(), epochs=1, verbose=0)  # the observing ended with the training
+    assert len(affinity.history) == 8
+
+
+def test_a_plain_keras_model_needs_data_to_measure_on():
+    inputs = keras.Input((3,))
+    trunk = keras.layers.Dense(4, name="trunk")(inputs)
+    model = compile_multitask(keras.Model(inputs, {task.name: keras.layers.Dense(1, name=task.name)(trunk)
+                                                   for task in TASKS}), TASKS)
+    x, y = regression_batch()[:2]
+    with pytest.raises(TypeError, match="observe_training_batches.*pass data="):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[TaskAffinity()])
+    affinity = TaskAffinity(every_n_steps=1, data=[regression_batch()])
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[affinity])
+    assert len(affinity.history) == 2
 
 
 # --- (c) shared and task-specific variables, from gradient connectivity -------------------------------------------

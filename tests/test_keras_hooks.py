@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import mtl_keras.training.model as model_module
 from mtl_keras import MultiTaskModel, Task, attach_shared_heads, compile_multitask, keras_compat
 from mtl_keras.metrics import HistogramAUC, ThresholdF1Score, ThresholdPrecision, ThresholdRecall
 
@@ -47,8 +46,8 @@ def assert_has(owner, attribute: str, used_by: str):
 
 
 @pytest.mark.parametrize("method, parameters, used_by", [
-    ("_maybe_symbolic_build", ["iterator", "data_batch"], "training/model.py (overrides it)"),
-    ("_symbolic_build", ["data_batch"], "training/model.py and training/loop.py (call it)"),
+    ("_maybe_symbolic_build", ["iterator", "data_batch"], "keras_compat.BuildsFromElementSpec (overrides it)"),
+    ("_symbolic_build", ["data_batch"], "keras_compat.symbolic_build (the override and training/loop.py call it)"),
 ])
 def test_keras_model_build_hooks_exist_with_the_parameters_we_use(method, parameters, used_by):
     assert_has(keras.Model, method, used_by)
@@ -125,22 +124,22 @@ def test_keras_tuner_oracles_keep_the_hooks_of_the_reference_first_trial():
 @pytest.mark.parametrize("strategy", [None, "two_replicas"])
 def test_fit_runs_our_symbolic_build_override_from_the_element_spec(strategy, request, monkeypatch):
     """The override must run, and must find the dataset's element spec (through the epoch iterator's distributed
-    dataset): else Keras draws a batch and a reshuffling dataset trains on its second order (see model.py)."""
+    dataset): else Keras draws a batch and a reshuffling dataset trains on its second order (see keras_compat.py)."""
     specs = []
-    original = model_module._batch_spec
+    original = keras_compat._one_replica_batch_spec
 
     def recording(iterator):
         specs.append(original(iterator))
         return specs[-1]
 
-    monkeypatch.setattr(model_module, "_batch_spec", recording)
+    monkeypatch.setattr(keras_compat, "_one_replica_batch_spec", recording)
     scope = request.getfixturevalue(strategy).scope() if strategy else contextlib.nullcontext()
     with scope:
         model = compile_multitask(tiny_model())
     model.fit(dataset(), epochs=1, verbose=0)
-    assert specs, "MultiTaskModel._maybe_symbolic_build never ran: Keras no longer calls it from fit"
+    assert specs, "BuildsFromElementSpec._maybe_symbolic_build never ran: Keras no longer calls it from fit"
     assert specs[0] is not None, ("the epoch iterator has no _distributed_dataset with an element_spec: "
-                                  "MultiTaskModel._maybe_symbolic_build falls back to drawing a batch")
+                                  "BuildsFromElementSpec._maybe_symbolic_build falls back to drawing a batch")
     x_spec = tf.nest.flatten(specs[0])[0]
     assert isinstance(x_spec, tf.TensorSpec) and x_spec.shape.as_list() == [None, 3], specs[0]
 

@@ -15,11 +15,12 @@ weights are found from gradient connectivity (`mtl_keras.training.task_variables
 Example:
 
 >>> import numpy as np
->>> from mtl_keras import Task, compile_multitask
+>>> from mtl_keras import MultiTaskModel, Task
 >>> inputs = keras.Input((4,))
 >>> trunk = keras.layers.Dense(8, name="trunk")(inputs)
->>> model = keras.Model(inputs, {n: keras.layers.Dense(1, name=n)(trunk) for n in ("a", "b")})
->>> model = compile_multitask(model, [Task("a", "regression"), Task("b", "regression")], optimizer="sgd")
+>>> model = MultiTaskModel(inputs, {n: keras.layers.Dense(1, name=n)(trunk) for n in ("a", "b")},
+...                        tasks=[Task("a", "regression"), Task("b", "regression")])
+>>> model.compile("sgd")
 >>> x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
 >>> y = {"a": x[:, :1], "b": x[:, :1] + x[:, 1:2]}
 >>> affinity = TaskAffinity(every_n_steps=2)
@@ -31,7 +32,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from collections.abc import Iterable, Mapping
 
@@ -90,10 +90,10 @@ class TaskAffinity(keras.callbacks.Callback):
     """Measures inter-task affinity every `every_n_steps` training steps (see the module docstring).
 
     Which batch: by default, the very batch that the next training step trains on, before its update, so the figures
-    are those of TAG. The callback takes the batch from the training iterator, measures, and hands the same batch to
-    Keras' train function (which takes a list of batches as well as an iterator); nothing else about the step
-    changes. Pass `data` (a `tf.data.Dataset` or any iterable of `(x, y, sample_weight)` batches, e.g. a validation
-    set) to measure on those batches instead, cycled; that also works with `train_on_batch` or a custom loop.
+    are those of TAG. The model hands the callback that batch (`MultiTaskModel.observe_training_batches`, what every
+    builder's model has), then trains on it; nothing else about the step changes. Pass `data` (a `tf.data.Dataset`
+    or any iterable of `(x, y, sample_weight)` batches, e.g. a validation set) to measure on those batches instead,
+    cycled; that also works with a plain `keras.Model`, `train_on_batch` or a custom loop.
 
     Args:
         every_n_steps: measure before steps 0, n, 2n, ... (counted over the whole training, across epochs).
@@ -268,20 +268,15 @@ class TaskAffinity(keras.callbacks.Callback):
         self._reset()
         if self.data is not None:
             return
-        original = getattr(self.model, "train_function", None)
-        if original is None:
-            raise RuntimeError("TaskAffinity takes the training batches from the model's train function, which this "
-                               "model does not have; pass data= (batches to measure on) instead.")
-
-        def train_function(iterator):
-            if getattr(self, "_original_train_function", None) is None or self._step % self.every_n_steps:
-                return original(iterator)
-            batch = next(iterator)  # StopIteration at the end of an epoch, as the train function itself would raise
-            self.measure(batch)
-            return original(itertools.chain([batch], iterator))  # the train function takes any iterable of batches
-
-        self._original_train_function = original
-        self.model.train_function = train_function
+        if not hasattr(self.model, "observe_training_batches"):
+            raise TypeError(f"TaskAffinity measures on the training batches through a MultiTaskModel's "
+                            f"observe_training_batches (what every mtl_keras builder returns); model "
+                            f"{self.model.name!r} is a {type(self.model).__name__}: build it as "
+                            f"mtl_keras.MultiTaskModel(inputs, outputs, tasks=...), or pass data= (batches to "
+                            f"measure on).")
+        self.on_train_end()  # a training that raised never called it: stop that observing first
+        self._stop_observing = self.model.observe_training_batches(
+            self.measure, when=lambda: self._step % self.every_n_steps == 0)
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.data is not None and self._step % self.every_n_steps == 0:
@@ -291,10 +286,9 @@ class TaskAffinity(keras.callbacks.Callback):
         self._step += 1
 
     def on_train_end(self, logs=None):
-        original = getattr(self, "_original_train_function", None)
-        if original is not None:
-            self.model.train_function = original
-            self._original_train_function = None
+        stop, self._stop_observing = getattr(self, "_stop_observing", None), None
+        if stop is not None:
+            stop()
 
     def _next_probe_batch(self):
         if self._data_iterator is None:

@@ -18,7 +18,8 @@ keeps the rest of `fit`'s contract:
   `MirroredStrategy` logs the mean of per-replica results instead). Logs the step adds beyond the metrics (a
   `MultiTaskModel`'s `<task>_weight` and `cosine_*`, identical on every replica) come from the last step;
   validation logs are prefixed `val_`;
-- a `model.train_function` that callbacks may wrap (as `TaskAffinity` does), restored afterwards;
+- a `MultiTaskModel`'s batch observers (`observe_training_batches`, as `TaskAffinity` uses them); the model's
+  `train_function` is restored afterwards;
 - the data order of Keras' `fit` on one device: epoch `e` trains on the iterator of `dataset` that `fit` would draw
   for it (two draws per epoch for a dataset of known length, see `_EpochOrder`), whatever the strategy, so a seeded
   reshuffling dataset gives the batches one device would see. (Keras' own `fit` under a strategy drew one iterator
@@ -104,10 +105,7 @@ def fit_distributed(
     callbacks = keras.callbacks.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0 and chief,
                                              verbose=verbose if chief else 0, epochs=epochs, steps=steps, model=model)
     previous_train_function = getattr(model, "train_function", None)
-    model.train_function = _step_function(model, model.train_step)
-    # `model.make_train_function(force=True)` (what Keras asks for after a change of `trainable` during training)
-    # then rebuilds this loop's function, not Keras' (see `MultiTaskModel.make_train_function`).
-    model._loop_train_function = lambda: _step_function(model, model.train_step)
+    _use_loop_train_function(model, lambda: _step_function(model, model.train_step))
     test_function = _step_function(model, model.test_step)
     read_metrics = _metrics_reader(model)
     model.stop_training = False
@@ -148,9 +146,22 @@ def fit_distributed(
             optimizer.finalize_variable_values(model.trainable_weights)
         callbacks.on_train_end(logs=training_logs)
     finally:
+        _use_loop_train_function(model, None)
         model.train_function = previous_train_function
-        model._loop_train_function = None
     return model.history
+
+
+def _use_loop_train_function(model, factory) -> None:
+    """Makes the model's train function this loop's (`factory()`), or no longer (`factory=None`). A
+    `MultiTaskModel` builds it through `make_train_function` from its `train_function_factory`, so its batch
+    observers see the loop's batches and `make_train_function(force=True)` (what Keras asks for after a change of
+    `trainable` during training) rebuilds this loop's function, not Keras'."""
+    if hasattr(model, "observe_training_batches"):
+        model.train_function_factory = factory
+        if factory is not None:
+            model.make_train_function(force=True)
+    elif factory is not None:
+        model.train_function = factory()
 
 
 def _validates(epoch: int, frequency: int | list[int]) -> bool:

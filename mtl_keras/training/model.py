@@ -43,6 +43,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 
 import keras
@@ -75,16 +76,15 @@ def _tasks_for_outputs(tasks, outputs, model_name: str) -> tuple[Task, ...]:
     return tuple(by_name[name] for name in outputs)
 
 
-def _batch_spec(iterator):
-    """The shapes and dtypes of one replica's batch, read from the dataset's element spec, or None."""
-    spec = keras_compat.epoch_iterator_element_spec(iterator)
-    if spec is None:
-        return None
-    return tf.nest.map_structure(keras_compat.one_replica_spec, spec)
+class _BatchObservers:
+    """The `(observer, when)` pairs of `observe_training_batches`, in a plain object that Keras does not track."""
+
+    def __init__(self):
+        self.entries = []
 
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
-class MultiTaskModel(keras.Model):
+class MultiTaskModel(keras_compat.BuildsFromElementSpec, keras.Model):
     """A functional multi-task model: one named output per task, and the tasks themselves.
 
     Args (beside `keras.Model`'s `inputs`, `outputs`, `name`):
@@ -100,6 +100,8 @@ class MultiTaskModel(keras.Model):
         super().__init__(*args, **kwargs)
         self._tasks = None if tasks is None else _tasks_for_outputs(tasks, self.output, self.name)
         self.input_columns = None if input_columns is None else dict(input_columns)
+        self.train_function_factory = None  # set by our loop while it runs (see make_train_function)
+        self._batch_observers = _BatchObservers()
 
     @property
     def tasks(self) -> list[Task] | None:
@@ -185,14 +187,45 @@ class MultiTaskModel(keras.Model):
         keras_compat.update_compile_config(self, {"weighting": self.weighting, "gradient": self.gradient_method})
 
     def make_train_function(self, force=False):
-        """Keras' `make_train_function`; while our loop (`fit_distributed`) runs, it rebuilds the loop's function.
+        """Keras' `make_train_function`, with the batch observers of `observe_training_batches` in front; while our
+        loop (`fit_distributed`) runs, it builds the loop's function (`train_function_factory`) instead of Keras'.
         Keras asks for `make_train_function(force=True)` after a callback changes which layers train."""
-        factory = getattr(self, "_loop_train_function", None)
-        if factory is None:
-            return super().make_train_function(force=force)
         if force or self.train_function is None:
-            self.train_function = factory()
+            factory = getattr(self, "train_function_factory", None)
+            if factory is None:
+                super().make_train_function(force=True)
+                function = self.train_function
+            else:
+                function = factory()
+            self.train_function = self._observed(function)
         return self.train_function
+
+    def observe_training_batches(self, observer, when=None):
+        """Calls `observer(batch)` with the batch a call of the train function is about to train on (as the
+        function receives it: `(x, y, sample_weight)`), before it trains, in Keras' `fit` and in our loop, on the
+        calls where `when()` is true (every call without `when`). Returns a function that stops the observing.
+
+        This is how a diagnostic measures on the training batches themselves (`TaskAffinity`): Keras' callbacks
+        never see the batches. An observed call feeds the batches to the train step from Python, so observe only
+        the calls that need it."""
+        entry = (observer, when)
+        self._batch_observers.entries.append(entry)
+
+        def stop():
+            self._batch_observers.entries = [known for known in self._batch_observers.entries if known is not entry]
+        return stop
+
+    def _observed(self, function):
+        """`function` (a train function, which takes any iterable of batches) with the batch observers in front."""
+        def train_function(iterator):
+            observers = [observer for observer, when in self._batch_observers.entries if when is None or when()]
+            if not observers:
+                return function(iterator)
+            batch = next(iterator)  # StopIteration at the end of an epoch, as the train function itself would raise
+            for observer in observers:
+                observer(batch)
+            return function(itertools.chain([batch], iterator))
+        return train_function
 
     def _build_optimizer_for_schedules(self):
         """Builds the optimizer for every variable a backbone's fine-tuning schedule will train (`PretrainedTrunk`):
@@ -280,19 +313,6 @@ class MultiTaskModel(keras.Model):
         if sample_weight is not None:
             kwargs["sample_weight"] = sample_weight
         return x, y, kwargs
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras (3.x, TF backend) builds the metrics, loss trackers and optimizer slots here from a batch it draws
-        # from the dataset, and only under a strategy. Drawing starts an extra pass over the dataset, so a dataset
-        # that reshuffles each pass would train on its second order (and under MirroredStrategy, averaging the
-        # drawn batch over replicas fails on strings); without a strategy the variables are created inside the first
-        # trace of the train function, which makes tf.function trace it twice. The element spec is all it needs.
-        if data_batch is None and iterator is not None:
-            data_batch = _batch_spec(iterator)
-        if data_batch is None:
-            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-        with self.distribute_strategy.scope():
-            keras_compat.symbolic_build(self, data_batch)
 
 
 def _check_tracked(model: keras.Model, variables: list) -> None:
