@@ -11,7 +11,7 @@ from mtl_keras import MultiTaskModel, Task, compile_multitask
 from mtl_keras.analysis.affinity import TaskAffinity
 from mtl_keras.cli import main
 from mtl_keras.sharing import MMoE
-from mtl_keras.training.task_variables import (
+from mtl_keras.training.shared import (
     partition_variables,
     shared_variable_mask,
     task_gradients,

@@ -275,7 +275,7 @@ def test_regularisers_count_once_under_two_replicas(two_replicas):
 
 def test_task_losses_inside_a_replica_are_the_steps_share_of_the_global_mean(two_replicas):
     # Task b's labels are missing unevenly: 1 of the first replica's 4 examples, 3 of the second's.
-    from mtl_keras.training.task_variables import task_losses
+    from mtl_keras.training.shared import task_losses
 
     sample_weight = {"a": np.ones(8, np.float32), "b": np.array([1, 0, 0, 0, 1, 1, 1, 0], np.float32)}
     with two_replicas.scope():

@@ -79,9 +79,9 @@ def test_a_compiled_model_has_the_attributes_the_train_step_and_compile_use():
 def test_keras_tensors_keep_their_history_for_the_task_graph():
     inputs = keras.Input((3,))
     output = keras.layers.Dense(2)(inputs)
-    assert_has(output, "_keras_history", "training/task_graph.py (walks the graph from each task's output)")
+    assert_has(output, "_keras_history", "training/shared.py (walks the graph from each task's output)")
     operation, node_index, _ = output._keras_history
-    assert_has(operation, "_inbound_nodes", "training/task_graph.py")
+    assert_has(operation, "_inbound_nodes", "training/shared.py")
     node = keras_compat.producing_node(output)
     assert node.operation is operation and isinstance(operation, keras.layers.Dense)
 

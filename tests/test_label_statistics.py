@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from mtl_keras import MultiTaskModel, Task, compile_multitask, make_dataset
-from mtl_keras.training.task_variables import task_losses
+from mtl_keras.training.shared import task_losses
 
 RNG = np.random.default_rng(3)
 X = RNG.normal(size=(16, 3)).astype("float32")

@@ -10,7 +10,7 @@ on and measures, for every ordered pair of tasks (i, j):
 - the **cosine similarity** of task i's and task j's gradients on the shared weights.
 
 Both are averaged over the measurements (`affinity`, `cosine`) and kept per measurement (`history`). The shared
-weights are found from gradient connectivity (`mtl_keras.training.task_variables`), not from layer names.
+weights are found from gradient connectivity (`mtl_keras.training.shared`), not from layer names.
 
 Example:
 
@@ -39,7 +39,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mtl_keras.training.task_variables import VariablePartition, partition_variables, task_gradients, task_losses
+from mtl_keras.training.shared import VariablePartition, partition_variables, task_gradients, task_losses
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,7 +35,7 @@ from pathlib import Path
 import keras
 
 from mtl_keras.atomic_write import atomic_directory
-from mtl_keras.training.task_graph import shared_representation
+from mtl_keras.training.shared import shared_representation
 
 TRUNK_FORMAT = "mtl_keras.trunk"
 

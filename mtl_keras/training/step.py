@@ -29,8 +29,13 @@ import tensorflow as tf
 
 from mtl_keras import keras_compat
 from mtl_keras.training.gradients import GradientMethod, VectorGradientMethod, gradient_cosines
-from mtl_keras.training.task_graph import last_shared_layers, shared_representation
-from mtl_keras.training.task_variables import as_masked_loss, masked_task_losses, partition_variables
+from mtl_keras.training.shared import (
+    as_masked_loss,
+    last_shared_layers,
+    masked_task_losses,
+    partition_variables,
+    shared_representation,
+)
 from mtl_keras.training.weighting import Weighting
 
 SUM = tf.distribute.ReduceOp.SUM

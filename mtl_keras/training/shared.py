@@ -1,15 +1,32 @@
-"""Each task's loss as training computes it, its gradients, and which trainable variables the tasks share.
+"""What the tasks of a multi-task model share, by graph and by variables, and each task's loss.
 
-A variable is *shared* when two or more tasks' losses reach it, *task-specific* when exactly one task's loss does, and
-*unconnected* when none does. The partition is read from gradient connectivity (`tape.gradient` returns None for a
-variable a loss does not depend on), not from layer names, so it holds for any way of sharing: a hard-shared trunk,
-MMoE experts (shared) beside their per-task gates (task-specific), a cascade whose first head feeds the next task
-(that head is then shared).
+**By graph** (walking the functional graph from each task's output). A tensor serves the tasks whose outputs depend
+on it. The *shared representation* is the set of tensors that serve two or more tasks and are read by an operation
+that serves fewer (a task head, an MMoE gate's mixture, a tower): every gradient from a task's loss to the shared
+weights crosses it. MGDA-UB and the representation-space gradient methods take their gradients there, and GradNorm
+measures its norms on the layers just below it (`last_shared_layers`).
 
-Gradient methods (task affinity, PCGrad, MGDA...) start from `task_gradients` and `partition_variables`.
+**By variables** (from gradient connectivity). A variable is *shared* when two or more tasks' losses reach it,
+*task-specific* when exactly one task's loss does, and *unconnected* when none does. The partition is read from
+`tape.gradient` (None for a variable a loss does not depend on), not from layer names, so it holds for any way of
+sharing: a hard-shared trunk, MMoE experts (shared) beside their per-task gates (task-specific), a cascade whose
+first head feeds the next task (that head is then shared). Gradient methods and task affinity start from
+`task_gradients` and `partition_variables`.
+
+**Each task's loss** (`masked_task_losses`): the one per-task loss that the train step, `task_losses` (task
+affinity, label statistics) and evaluation compute, a global masked mean under tf.distribute.
 
 Example:
 
+>>> import keras
+>>> inputs = keras.Input((3,))
+>>> shared = keras.layers.Dense(4, name="trunk")(inputs)
+>>> model = keras.Model(inputs, {"a": keras.layers.Dense(1, name="a")(shared),
+...                              "b": keras.layers.Dense(1, name="b")(shared)})
+>>> [tensor.name for tensor in shared_representation(model)] == [shared.name]
+True
+>>> [layer.name for layer in last_shared_layers(model)]
+['trunk']
 >>> gradients = {"a": [1.0, None, 2.0], "b": [3.0, 4.0, None]}   # one entry per variable; None = not reached
 >>> shared_variable_mask(gradients)
 [True, False, False]
@@ -26,11 +43,78 @@ from collections.abc import Mapping, Sequence
 import keras
 import tensorflow as tf
 
+from mtl_keras import keras_compat
 from mtl_keras.losses import MaskedLoss
 
 SUM = tf.distribute.ReduceOp.SUM
 
 
+# --- by graph --------------------------------------------------------------------------------------------------------
+def _node(tensor):
+    return keras_compat.producing_node(tensor)
+
+
+def _task_outputs(model: keras.Model) -> dict[str, object]:
+    if not isinstance(model.output, Mapping):
+        raise ValueError(f"Model {model.name!r} must return a dict of outputs keyed by task name.")
+    return dict(model.output)
+
+
+def tensor_tasks(model: keras.Model) -> tuple[dict[int, frozenset], dict[int, object]]:
+    """For every tensor of the graph (by id): the tasks whose outputs depend on it, and the tensor itself."""
+    tasks_of: dict[int, set] = {}
+    tensors: dict[int, object] = {}
+    for task, output in _task_outputs(model).items():
+        stack, seen = [output], set()
+        while stack:
+            tensor = stack.pop()
+            if id(tensor) in seen:
+                continue
+            seen.add(id(tensor))
+            tensors[id(tensor)] = tensor
+            tasks_of.setdefault(id(tensor), set()).add(task)
+            stack.extend(_node(tensor).input_tensors)
+    return {key: frozenset(value) for key, value in tasks_of.items()}, tensors
+
+
+def shared_representation(model: keras.Model) -> list:
+    """The float tensors (not model inputs) that serve several tasks and feed an operation serving fewer."""
+    tasks_of, tensors = tensor_tasks(model)
+    input_ids = {id(tensor) for tensor in model.inputs}
+    frontier = []
+    for tensor in tensors.values():
+        node = _node(tensor)
+        produced = [tasks_of[id(out)] for out in node.output_tensors if id(out) in tasks_of]
+        for source in node.input_tensors:
+            source_tasks = tasks_of[id(source)]
+            if (len(source_tasks) >= 2 and any(tasks < source_tasks for tasks in produced)
+                    and id(source) not in input_ids and "float" in str(source.dtype)
+                    and all(id(known) != id(source) for known in frontier)):
+                frontier.append(source)
+    return frontier
+
+
+def last_shared_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The layers with a trainable weight matrix (a kernel) nearest above the shared representation, searching
+    upwards past layers without one (pooling, dropout, concatenation, normalisation)."""
+    found, seen = [], set()
+    stack = list(shared_representation(model))
+    while stack:
+        tensor = stack.pop()
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        node = _node(tensor)
+        layer = node.operation
+        if any(len(weight.shape) >= 2 for weight in getattr(layer, "trainable_weights", [])):
+            if layer not in found:
+                found.append(layer)
+        else:
+            stack.extend(node.input_tensors)
+    return found
+
+
+# --- by variables ----------------------------------------------------------------------------------------------------
 def _check_lengths(gradients_per_task: Mapping[str, Sequence]) -> int:
     if not gradients_per_task:
         raise ValueError("gradients_per_task is empty; expected {task name: one gradient (or None) per variable}.")
@@ -95,6 +179,7 @@ def partition_variables(gradients_per_task: Mapping[str, Sequence[object | None]
     )
 
 
+# --- each task's loss ------------------------------------------------------------------------------------------------
 def as_masked_loss(loss) -> MaskedLoss:
     """`loss` as a `MaskedLoss` (its per-example values, averaged over the labelled examples)."""
     return loss if isinstance(loss, MaskedLoss) else MaskedLoss(keras.losses.get(loss) if isinstance(loss, str)
