@@ -109,6 +109,7 @@ def build_text_model(
     freeze_backbone: bool | int = False,
     unfreeze_from: str | None = None,
     lora_rank: int | None = None,
+    backbone_learning_rate_multiplier: float = 1.0,
     name: str = "text_multitask",
 ) -> keras.Model:
     """A multi-task text model: raw strings in, one output per task out.
@@ -154,6 +155,8 @@ def build_text_model(
         unfreeze_from: the backbone's first layer to train once unfrozen (earlier layers stay frozen).
         lora_rank: train low-rank adapters on the backbone's attention layers (keras-hub's `enable_lora`) and
             nothing else of it.
+        backbone_learning_rate_multiplier: the backbone trains at this multiple of the optimizer's learning rate
+            (in (0, 1]; e.g. 0.1), the heads at the full rate.
         name: the model's name.
 
     Example:
@@ -180,14 +183,16 @@ def build_text_model(
                          "frequencies are learned from the training texts), and no backbone.")
     if backbone is None:
         check_no_fine_tuning("build_text_model", preprocessor=preprocessor, pooling=pooling,
-                             freeze_backbone=freeze_backbone, unfreeze_from=unfreeze_from, lora_rank=lora_rank)
+                             freeze_backbone=freeze_backbone, unfreeze_from=unfreeze_from, lora_rank=lora_rank,
+                             backbone_learning_rate_multiplier=backbone_learning_rate_multiplier)
     else:
         if texts is not None or vocabulary is not None:
             raise ValueError("build_text_model: a backbone brings its own tokenizer; give either backbone= or "
                              "texts=/vocabulary=, not both.")
         inputs = keras.Input(shape=(), dtype="string", name="text")
         trunk = make_trunk("text", backbone, preprocessor, sequence_length=max_length, pooling=pooling,
-                           freeze=freeze_backbone, unfreeze_from=unfreeze_from, lora_rank=lora_rank)
+                           freeze=freeze_backbone, unfreeze_from=unfreeze_from, lora_rank=lora_rank,
+                           learning_rate_multiplier=backbone_learning_rate_multiplier)
         features = trunk(inputs)
         if len(features.shape) != 2:
             raise ValueError(f"build_text_model: backbone {trunk.backbone.name!r} gives features of shape "
@@ -326,6 +331,7 @@ def build_vision_model(
     freeze_backbone: bool | int = False,
     unfreeze_from: str | None = None,
     lora_rank: int | None = None,
+    backbone_learning_rate_multiplier: float = 1.0,
     name: str = "vision_multitask",
 ) -> keras.Model:
     """A multi-task image model: raw uint8 images in, one output per task out.
@@ -352,7 +358,8 @@ def build_vision_model(
         backbone_weights: the weights of an `"applications:<Name>"` backbone (`"imagenet"`, None for random).
         preprocessor: the input scaling of a backbone given as a model (an `ImagePreprocessing` or a keras-hub
             `ImageConverter`), where it cannot be told from the model.
-        freeze_backbone, unfreeze_from, lora_rank: fine-tuning a pretrained backbone, as in `build_text_model`.
+        freeze_backbone, unfreeze_from, lora_rank, backbone_learning_rate_multiplier: fine-tuning a pretrained
+            backbone, as in `build_text_model`.
         name: the model's name.
 
     Example:
@@ -367,11 +374,12 @@ def build_vision_model(
     tasks = list(as_task_dict(tasks, input_names=["image"]).values())
     if isinstance(backbone, str) and backbone in BACKBONES:
         check_no_fine_tuning("build_vision_model", preprocessor=preprocessor, freeze_backbone=freeze_backbone,
-                             unfreeze_from=unfreeze_from, lora_rank=lora_rank)
+                             unfreeze_from=unfreeze_from, lora_rank=lora_rank,
+                             backbone_learning_rate_multiplier=backbone_learning_rate_multiplier)
     else:
         return _pretrained_vision_model(tasks, image_shape, backbone, backbone_weights, preprocessor,
-                                        freeze_backbone, unfreeze_from, lora_rank, filters[0], normalization,
-                                        head_hidden_units, dropout, name)
+                                        freeze_backbone, unfreeze_from, lora_rank, backbone_learning_rate_multiplier,
+                                        filters[0], normalization, head_hidden_units, dropout, name)
     image_shape = check_image_shape(image_shape, filters)
     inputs = keras.Input(shape=image_shape, dtype="uint8", name="image")
     images = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
@@ -389,12 +397,13 @@ def build_vision_model(
 
 
 def _pretrained_vision_model(tasks, image_shape, backbone, weights, preprocessor, freeze, unfreeze_from, lora_rank,
-                             pixel_filters, normalization, head_hidden_units, dropout, name):
+                             learning_rate_multiplier, pixel_filters, normalization, head_hidden_units, dropout, name):
     """`build_vision_model` on a pretrained trunk: uint8 -> float [0, 255] (RGB) -> the backbone's own scaling and
     the backbone -> pooled features for image-level heads, the last feature map resized for per-pixel ones."""
     image_shape = check_image_shape(image_shape, [1])
     trunk = make_trunk("image", backbone, preprocessor, image_shape=image_shape, weights=weights, freeze=freeze,
-                       unfreeze_from=unfreeze_from, lora_rank=lora_rank)
+                       unfreeze_from=unfreeze_from, lora_rank=lora_rank,
+                       learning_rate_multiplier=learning_rate_multiplier)
     inputs = keras.Input(shape=image_shape, dtype="uint8", name="image")
     pixels = keras.layers.Rescaling(1.0, name="as_float")(inputs)  # [0, 255]: each backbone scales its own way
     wanted = trunk.backbone.input.shape[-1] if not isinstance(trunk.backbone.input, dict) else 3

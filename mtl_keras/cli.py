@@ -72,6 +72,10 @@ def _add_backbone_options(parser: argparse.ArgumentParser, trunks: str) -> None:
                         help="the backbone's first layer to train once unfrozen (earlier ones stay frozen)")
     parser.add_argument("--lora-rank", type=int, default=None, metavar="R",
                         help="train rank-R LoRA adapters on a keras-hub backbone's attention, nothing else of it")
+    parser.add_argument("--backbone-lr-multiplier", type=float, default=None, metavar="M",
+                        dest="backbone_learning_rate_multiplier",
+                        help="train a pretrained backbone at M times the learning rate (0 < M <= 1), the heads at "
+                             "the full rate")
 
 
 def _add_training_options(parser: argparse.ArgumentParser, data_help: str, examples: str) -> None:

@@ -308,6 +308,106 @@ def test_a_saved_trunk_is_reused_with_its_weights_under_new_heads(tmp_path):
                                trunk_model(source).predict(x, verbose=0), atol=1e-6)
 
 
+# --- a lower learning rate for the backbone than for the heads --------------------------------------------------
+REGRESSION_TASKS = [Task("a", "regression"), Task("b", "regression")]
+
+
+@pytest.fixture(scope="module")
+def saved_trunk(tmp_path_factory):
+    x, labels = texts()
+    source = build_text_model(TASKS, texts=x, embedding_dim=8, encoder_options={"filters": 4}, dropout=0.0,
+                              embedding_dropout=0.0)  # deterministic: replicas and devices draw no masks
+    return save_trunk(source, tmp_path_factory.mktemp("lr") / "trunk")
+
+
+def regression_labels(x):
+    return {"a": np.array([len(t) / 10.0 for t in x], "float32"),
+            "b": np.array([t.count("o") - 1.0 for t in x], "float32")}
+
+
+def trunk_model_with_multiplier(folder, multiplier, strategy=None):
+    with (strategy or tf.distribute.get_strategy()).scope():
+        keras.utils.set_random_seed(5)
+        return build_text_model(REGRESSION_TASKS, backbone=folder, dropout=0.0, head_hidden_units=(4,),
+                                backbone_learning_rate_multiplier=multiplier)
+
+
+def test_a_backbone_multiplier_is_adam_at_that_rate_for_the_backbone_and_the_full_rate_for_the_heads(saved_trunk):
+    """Three steps of the step's Adam with multiplier 0.25 equal three steps of a hand-written loop with two Adams,
+    one at a quarter of the rate for the backbone's variables, one at the full rate for the rest."""
+    x = texts(24)[0]
+    y = regression_labels(x)
+    model = trunk_model_with_multiplier(saved_trunk, 0.25)
+    reference = trunk_model_with_multiplier(saved_trunk, 1.0)
+    reference.set_weights(model.get_weights())
+    model.compile(optimizer=keras.optimizers.Adam(0.05))
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+
+    backbone_ids = {id(v) for v in reference.get_layer("backbone").trainable_variables}
+    slow = [v for v in reference.trainable_variables if id(v) in backbone_ids]
+    fast = [v for v in reference.trainable_variables if id(v) not in backbone_ids]
+    assert slow and fast
+    slow_adam, fast_adam = keras.optimizers.Adam(0.05 * 0.25), keras.optimizers.Adam(0.05)
+    for start in range(0, 24, 8):
+        batch = tf.constant(x[start:start + 8])
+        with tf.GradientTape() as tape:
+            outputs = reference(batch, training=True)
+            loss = sum(tf.reduce_mean(tf.square(outputs[name][:, 0] - y[name][start:start + 8])) for name in "ab")
+        gradients = tape.gradient(loss, slow + fast)
+        slow_adam.apply_gradients(zip(gradients[:len(slow)], slow, strict=True))
+        fast_adam.apply_gradients(zip(gradients[len(slow):], fast, strict=True))
+    for variable, expected in zip(model.trainable_variables, reference.trainable_variables, strict=True):
+        np.testing.assert_allclose(variable.numpy(), expected.numpy(), atol=2e-6, err_msg=variable.path)
+    # the backbone did train, and unlike at the full rate
+    start = trunk_model_with_multiplier(saved_trunk, 1.0)
+    full = trunk_model_with_multiplier(saved_trunk, 1.0)
+    full.set_weights(start.get_weights())
+    full.compile(optimizer=keras.optimizers.Adam(0.05))
+    full.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    moved = [float(np.abs(np.asarray(after) - np.asarray(before)).max()) for after, before in
+             zip(model.get_layer("backbone").get_weights(), start.get_layer("backbone").get_weights(), strict=True)]
+    moved_at_full_rate = [float(np.abs(np.asarray(after) - np.asarray(before)).max()) for after, before in
+                          zip(full.get_layer("backbone").get_weights(), start.get_layer("backbone").get_weights(),
+                              strict=True)]
+    assert max(moved) > 1e-3 and max(moved) < 0.5 * max(moved_at_full_rate), (moved, moved_at_full_rate)
+
+
+def test_a_backbone_multiplier_trains_on_two_replicas_as_on_one_device_and_round_trips(saved_trunk, two_replicas,
+                                                                                      tmp_path):
+    x = texts(16)[0]
+    single = trunk_model_with_multiplier(saved_trunk, 0.1)
+    initial = single.get_weights()
+    single.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    single.fit(make_text_dataset(x, regression_labels(x), REGRESSION_TASKS, batch_size=8), epochs=2, verbose=0)
+    mirrored = trunk_model_with_multiplier(saved_trunk, 0.1, two_replicas)
+    with two_replicas.scope():
+        mirrored.set_weights(initial)
+        mirrored.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    mirrored.fit(make_text_dataset(x, regression_labels(x), REGRESSION_TASKS, batch_size=8), epochs=2, verbose=0)
+    for after_single, after_mirrored in zip(single.get_weights(), mirrored.get_weights(), strict=True):
+        np.testing.assert_allclose(after_mirrored, after_single, atol=1e-5)
+    assert any(not np.allclose(a, b) for a, b in zip(single.get_layer("backbone").get_weights(),
+                                                      initial[:len(single.get_layer("backbone").get_weights())],
+                                                      strict=True))
+    trunk = single.get_layer("backbone")
+    assert trunk.learning_rate_multiplier == 0.1
+    assert_config_round_trip(trunk)
+    single.save(tmp_path / "slow.keras")
+    loaded = keras.saving.load_model(tmp_path / "slow.keras")
+    assert loaded.get_layer("backbone").learning_rate_multiplier == 0.1
+
+
+def test_a_backbone_multiplier_is_checked(saved_trunk):
+    for bad in (0, 0.0, 1.5, -0.1, True, "0.1"):
+        with pytest.raises(ValueError, match="learning_rate_multiplier must be a number in \\(0, 1\\]"):
+            build_text_model(REGRESSION_TASKS, backbone=saved_trunk, backbone_learning_rate_multiplier=bad)
+    with pytest.raises(ValueError, match="backbone_learning_rate_multiplier apply to a pretrained backbone"):
+        build_text_model(REGRESSION_TASKS, texts=["good film"], backbone_learning_rate_multiplier=0.1)
+    model = build_text_model(REGRESSION_TASKS, backbone=saved_trunk, backbone_learning_rate_multiplier=0.1)
+    with pytest.raises(ValueError, match="use_ema=True"):
+        model.compile(optimizer=keras.optimizers.Adam(use_ema=True))
+
+
 def test_a_missing_keras_hub_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "keras_hub", None)
     with pytest.raises(ImportError, match=r'pip install -e "\.\[hub\]"'):

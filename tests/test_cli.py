@@ -129,6 +129,19 @@ def test_fine_tuning_options_without_a_backbone_are_refused_before_any_data_is_l
     assert f"mtl-keras train {job}: freeze_backbone, lora_rank apply to a pretrained" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("job", ["text", "vision"])
+def test_the_backbone_learning_rate_multiplier_reaches_the_builder_and_needs_a_backbone(job, capsys, monkeypatch):
+    from mtl_keras.cli import _job_from_args, _parser
+    from mtl_keras.jobs import base
+
+    preset = {"text": "bert_tiny_en_uncased", "vision": "resnet_18_imagenet"}[job]  # named, not downloaded here
+    args = _parser().parse_args(["train", job, "--backbone", preset, "--backbone-lr-multiplier", "0.1"])
+    assert _job_from_args(args).config.fine_tuning()["backbone_learning_rate_multiplier"] == 0.1
+    monkeypatch.setattr(base.Job, "run", lambda *args, **kwargs: pytest.fail("data loaded before the check"))
+    assert main(["train", job, "--backbone-lr-multiplier", "0.1"]) == 2
+    assert "backbone_learning_rate_multiplier apply to a pretrained backbone" in capsys.readouterr().err
+
+
 def test_evaluate_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path)]) == 2
     assert "is not a run folder" in capsys.readouterr().err

@@ -12,15 +12,16 @@ from __future__ import annotations
 from mtl_keras.backbones.hub import load_image_backbone, load_text_backbone, require_keras_hub
 from mtl_keras.backbones.image_preprocessing import ImagePreprocessing
 from mtl_keras.backbones.transfer import load_trunk, save_trunk, trunk_model
-from mtl_keras.backbones.trunk import PretrainedTrunk, enable_lora, pretrained_trunks
+from mtl_keras.backbones.trunk import PretrainedTrunk, enable_lora, learning_rate_multipliers, pretrained_trunks
 
-__all__ = ["ImagePreprocessing", "PretrainedTrunk", "check_no_fine_tuning", "enable_lora", "load_image_backbone",
+__all__ = ["ImagePreprocessing", "PretrainedTrunk", "check_no_fine_tuning", "enable_lora", "learning_rate_multipliers",
+           "load_image_backbone",
            "load_text_backbone", "load_trunk", "make_trunk", "pretrained_trunks", "require_keras_hub", "save_trunk",
            "trunk_model"]
 
 
 _NO_FINE_TUNING = {"preprocessor": None, "pooling": "auto", "freeze_backbone": False, "unfreeze_from": None,
-                   "lora_rank": None}
+                   "lora_rank": None, "backbone_learning_rate_multiplier": 1.0}
 
 
 def check_no_fine_tuning(builder: str, **given) -> None:
@@ -33,7 +34,8 @@ def check_no_fine_tuning(builder: str, **given) -> None:
 
 def make_trunk(kind: str, backbone, preprocessor=None, *, sequence_length: int | None = None, image_shape=None,
                weights: str | None = "imagenet", pooling: str = "auto", freeze: bool | int = False,
-               unfreeze_from: str | None = None, lora_rank: int | None = None) -> PretrainedTrunk:
+               unfreeze_from: str | None = None, lora_rank: int | None = None,
+               learning_rate_multiplier: float = 1.0) -> PretrainedTrunk:
     """The `PretrainedTrunk` (named `"backbone"`) of a text (`kind="text"`) or image (`"image"`) model. A backbone
     given as an object that takes token ids needs its `preprocessor` (the tokenizer); one that is not a trunk of
     ours must not see raw strings or unscaled pixels.
@@ -52,4 +54,5 @@ def make_trunk(kind: str, backbone, preprocessor=None, *, sequence_length: int |
                          f"preprocessor too (preprocessor=keras_hub.models.TextClassifierPreprocessor.from_preset"
                          f"(...)), or the backbone as a preset name or folder.")
     return PretrainedTrunk(model, preprocessor, pooling=pooling,
-                           freeze=freeze, unfreeze_from=unfreeze_from, lora_rank=lora_rank, name="backbone")
+                           freeze=freeze, unfreeze_from=unfreeze_from, lora_rank=lora_rank,
+                           learning_rate_multiplier=learning_rate_multiplier, name="backbone")

@@ -11,6 +11,12 @@ Fine-tuning (`freeze`):
   layer `unfreeze_from` on if given (the backbone's layers before it stay frozen). `MultiTaskModel.compile`
   builds the optimizer for every variable the schedule will train, and the model's `EpochHooks` switch at the
   epoch's start (under `fit` and our loop alike, and when resuming from a backup).
+`learning_rate_multiplier=M`: the backbone's weights train at `M` times the optimizer's learning rate, the heads
+and sharing layers at the full rate (discriminative fine-tuning: a pretrained trunk wants smaller steps than heads
+learned from scratch). The train step scales each backbone variable's update by `M` after the optimizer's
+(`mtl_keras.training.step`): every Keras optimizer's update is proportional to its learning rate and none of
+their slots depend on it (Adam's moments, SGD's momentum, which then scales with it), so this is exactly the
+optimizer at `M` times the rate for those variables, schedules included, with one optimizer and its one step count.
 `lora_rank=R`: keras-hub's LoRA (`enable_lora`): low-rank factors on the attention layers' query and value
 projections train, every other weight of the backbone stays frozen. keras-hub does not keep LoRA in a backbone's
 config, so the trunk keeps the rank and enables it again when a saved model is loaded (before its weights are).
@@ -56,11 +62,20 @@ class PretrainedTrunk(keras.layers.Layer):
         freeze: `False`, `True`, or the number of epochs to keep the backbone frozen.
         unfreeze_from: the name of the backbone's first layer to train once unfrozen.
         lora_rank: enable keras-hub's LoRA of this rank on the backbone (see the module docstring).
+        learning_rate_multiplier: the backbone's learning rate as a multiple of the optimizer's, in (0, 1] (1:
+            the same as the heads; see the module docstring).
     """
 
     def __init__(self, backbone, preprocessor=None, pooling: str = "auto", freeze: bool | int = False,
-                 unfreeze_from: str | None = None, lora_rank: int | None = None, **kwargs):
+                 unfreeze_from: str | None = None, lora_rank: int | None = None,
+                 learning_rate_multiplier: float = 1.0, **kwargs):
         super().__init__(**kwargs)
+        if (isinstance(learning_rate_multiplier, bool) or not isinstance(learning_rate_multiplier, int | float)
+                or not 0.0 < learning_rate_multiplier <= 1.0):
+            raise ValueError(f"PretrainedTrunk: learning_rate_multiplier must be a number in (0, 1] (the backbone's "
+                             f"learning rate over the heads'; freeze it with freeze=True instead of 0), got "
+                             f"{learning_rate_multiplier!r}.")
+        self.learning_rate_multiplier = float(learning_rate_multiplier)
         if pooling not in POOLINGS:
             raise ValueError(f"PretrainedTrunk: pooling must be one of {POOLINGS}, got {pooling!r}.")
         if not isinstance(freeze, bool) and (not isinstance(freeze, int) or freeze < 1):
@@ -165,7 +180,7 @@ class PretrainedTrunk(keras.layers.Layer):
         return {**super().get_config(), "backbone": _serialized(self.backbone),
                 "preprocessor": None if self.preprocessor is None else _serialized(self.preprocessor),
                 "pooling": self.pooling, "freeze": self.freeze, "unfreeze_from": self.unfreeze_from,
-                "lora_rank": self.lora_rank}
+                "lora_rank": self.lora_rank, "learning_rate_multiplier": self.learning_rate_multiplier}
 
 
 def _serialized(layer) -> dict:
@@ -193,6 +208,13 @@ def enable_lora(backbone: keras.Model, rank: int) -> None:
         raise ValueError(f"Backbone {backbone.name!r} has none of the layers keras-hub applies LoRA to "
                          f"({', '.join(backbone.default_lora_layer_names())}): LoRA would train nothing. Fine-tune "
                          f"it whole, or from a layer (unfreeze_from=), instead.")
+
+
+def learning_rate_multipliers(model: keras.Model) -> dict[int, float]:
+    """`{id(variable): multiplier}` for the variables of the model's backbones that train at a multiple of the
+    optimizer's learning rate other than 1 (`PretrainedTrunk(learning_rate_multiplier=...)`)."""
+    return {id(variable): trunk.learning_rate_multiplier for trunk in pretrained_trunks(model)
+            if trunk.learning_rate_multiplier != 1.0 for variable in trunk.backbone.variables}
 
 
 def pretrained_trunks(model: keras.Model) -> list[PretrainedTrunk]:

@@ -82,12 +82,14 @@ class BackboneConfig:
     freeze_backbone_epochs: int | None = None  # keep a pretrained backbone frozen this long (-1: throughout)
     unfreeze_from: str | None = None  # the backbone's first layer to train once unfrozen
     lora_rank: int | None = None  # keras-hub LoRA on the backbone's attention instead of fine-tuning it whole
+    backbone_learning_rate_multiplier: float = 1.0  # the backbone's learning rate over the heads'
 
     def fine_tuning(self) -> dict[str, Any]:
         """The builders' fine-tuning arguments."""
         epochs = self.freeze_backbone_epochs
         return {"freeze_backbone": True if epochs == -1 else (epochs or False), "unfreeze_from": self.unfreeze_from,
-                "lora_rank": self.lora_rank}
+                "lora_rank": self.lora_rank,
+                "backbone_learning_rate_multiplier": self.backbone_learning_rate_multiplier}
 
     def check_fine_tuning(self, job: str, pretrained: bool) -> None:
         """Refuses fine-tuning options without a pretrained backbone, before any data is loaded."""

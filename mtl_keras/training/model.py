@@ -51,7 +51,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtl_keras import keras_compat
-from mtl_keras.backbones.trunk import pretrained_trunks
+from mtl_keras.backbones.trunk import learning_rate_multipliers, pretrained_trunks
 from mtl_keras.datasets.pipeline import check_model_inputs, prepare_arrays, prepare_columns
 from mtl_keras.distribute import is_multi_worker
 from mtl_keras.tasks import Task, as_task_dict
@@ -184,6 +184,10 @@ class MultiTaskModel(keras_compat.BuildsFromElementSpec, keras.Model):
         _check_tracked(self, [*self.weighting.variables, *self.balancing_monitor.variables,
                               *(self.gradient_method.state_variables if self.gradient_method else [])])
         self._build_optimizer_for_schedules()
+        if learning_rate_multipliers(self) and getattr(self.optimizer, "use_ema", False):
+            raise ValueError("A backbone's learning_rate_multiplier scales its variables' updates after the "
+                             "optimizer's, and the optimizer's moving average (use_ema=True) would average the "
+                             "unscaled values: use one or the other.")
         keras_compat.update_compile_config(self, {"weighting": self.weighting, "gradient": self.gradient_method})
 
     def make_train_function(self, force=False):

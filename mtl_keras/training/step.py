@@ -28,6 +28,7 @@ import keras
 import tensorflow as tf
 
 from mtl_keras import keras_compat
+from mtl_keras.backbones.trunk import learning_rate_multipliers
 from mtl_keras.training.gradients import GradientMethod, VectorGradientMethod, gradient_cosines
 from mtl_keras.training.shared import (
     as_masked_loss,
@@ -88,6 +89,21 @@ class _Holder:
 
     def __init__(self, value):
         self.value = value
+
+
+def _scale_updates(slowed: list, before: list) -> None:
+    """Scales the optimizer's update of each `(variable, multiplier)` by its multiplier: `v <- before + m (v -
+    before)`, which is the optimizer's own update at `m` times its learning rate (`PretrainedTrunk`'s
+    `learning_rate_multiplier`). Done as Keras' optimizers update, in a merge call, so that every replica's copy of
+    a mirrored variable takes the same value."""
+    def interpolate(variable, value, multiplier):
+        return variable.assign(value + multiplier * (variable - value))
+
+    def update(strategy, values):
+        for (variable, multiplier), value in zip(slowed, values, strict=True):
+            strategy.extended.update(variable.value, interpolate, args=(value, multiplier), group=False)
+
+    tf.distribute.get_replica_context().merge_call(update, args=(before,))
 
 
 class MultiTaskStep:
@@ -167,7 +183,13 @@ class MultiTaskStep:
         if self.weighting.needs_gradient_norms:
             norms = self._gradient_norms(tape, scaled_tasks, variables, task_gradients, scale, context)
         del tape
+        multipliers = learning_rate_multipliers(model)
+        slowed = [(v, multipliers[id(v)]) for g, v in zip(gradients, variables, strict=True)
+                  if g is not None and id(v) in multipliers]
+        before = [tf.identity(v.value) for v, _ in slowed]
         optimizer.apply_gradients([(g, v) for g, v in zip(gradients, variables, strict=True) if g is not None])
+        if slowed:
+            _scale_updates(slowed, before)
         self.weighting.update(global_losses, step, norms)
         self.monitor.record(weights, cosines, recompute)
         self._track_losses(model, total, tf.stack(losses), replicas, x, y, y_pred)
