@@ -158,6 +158,7 @@ def _one_device(gradient, loop):
     return _fit(_numeric_model(gradient), loop, epochs=EPOCHS)
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("gradient", [None, "pcgrad"])
 def test_our_loop_matches_keras_fit_on_one_device(gradient):
     """Shuffled data, validation, early stopping with the best weights restored: the same weights and logs."""
@@ -167,6 +168,7 @@ def test_our_loop_matches_keras_fit_on_one_device(gradient):
     assert len(ours[1]["loss"]) == EPOCHS
 
 
+@pytest.mark.smoke
 def test_keras_fit_under_mirrored_strategy_trains_as_one_device(two_replicas):
     """Shuffled, each epoch in a new order: Keras' fit under two replicas takes one device's batches. (Keras builds
     a distributed model from a batch it draws, which starts an extra pass of the dataset: every epoch then got the

@@ -22,6 +22,8 @@ import tensorflow as tf
 from mtl_keras import MultiTaskModel, Task, attach_shared_heads, compile_multitask, keras_compat
 from mtl_keras.metrics import HistogramAUC, ThresholdF1Score, ThresholdPrecision, ThresholdRecall
 
+pytestmark = pytest.mark.smoke  # also run with the lowest releases admitted (.ci/lowest-versions --smoke)
+
 TASKS = [Task("a", "binary"), Task("b", "regression")]
 
 
