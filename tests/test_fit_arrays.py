@@ -93,8 +93,67 @@ def test_a_nan_loss_stops_fit_naming_the_task_unless_turned_off():
     model.predict(x[:1], verbose=0)
     size_head = model.get_layer("size")
     size_head.kernel.assign(np.full(size_head.kernel.shape, np.nan, "float32"))
-    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at epoch 1, batch 1: loss=nan, size_loss=nan;"):
+    # 8 batches: one call of the train function (steps_per_execution="auto"), which the message names
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at epoch 1, batches 1-8 \(one call\): "
+                                                 r".*loss=nan, size_loss=nan;"):
         model.fit(x, labels, batch_size=8, epochs=3, verbose=0)
     assert model.optimizer.iterations.numpy() <= 8  # stopped in the first epoch of three, soon after the bad step
     history = model.fit(x, labels, batch_size=8, epochs=2, verbose=0, stop_on_nonfinite_loss=False)
     assert len(history.history["loss"]) == 2 and np.isnan(history.history["size_loss"][-1])
+
+
+# --- several steps per call by default ---------------------------------------------------------------------------
+def _mlp(steps_per_execution="auto"):
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((4,))
+    trunk = keras.layers.Dense(8, activation="relu", name="trunk")(inputs)
+    model = MultiTaskModel(inputs, {name: keras.layers.Dense(1, name=name)(trunk) for name in ("a", "b")},
+                           tasks=[Task("a", "regression"), Task("b", "binary")])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), steps_per_execution=steps_per_execution)
+    return model
+
+
+def _mlp_data(n=88):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(n, 4)).astype("float32")
+    return x, {"a": x[:, :1] - x[:, 1:2], "b": (x[:, 2] > 0).astype("int64")}
+
+
+class _StepsSeen(keras.callbacks.Callback):  # no batch hook: it leaves the choice alone
+    def on_train_begin(self, logs=None):
+        self.steps = self.model.steps_per_execution
+
+
+def test_auto_steps_per_execution_trains_exactly_as_one_step_per_call():
+    """88 examples in batches of 8: 11 steps an epoch, so the last call of each epoch runs 3 of its 8 steps."""
+    x, y = _mlp_data()
+    one, auto, seen = _mlp(1), _mlp(), _StepsSeen()
+    one_history = one.fit(x, y, batch_size=8, epochs=2, validation_split=0.25, verbose=0).history
+    auto_history = auto.fit(x, y, batch_size=8, epochs=2, validation_split=0.25, verbose=0, callbacks=[seen]).history
+    assert seen.steps == 8 and int(auto.optimizer.iterations) == int(one.optimizer.iterations) == 2 * 9
+    for expected, actual in zip(one.get_weights(), auto.get_weights(), strict=True):
+        np.testing.assert_allclose(actual, expected, atol=1e-6)
+    assert sorted(auto_history) == sorted(one_history)
+    for key, values in one_history.items():
+        np.testing.assert_allclose(auto_history[key], values, rtol=1e-5, err_msg=key)
+
+
+def test_a_callback_that_needs_each_batch_gets_one_step_per_call(tmp_path):
+    x, y = _mlp_data(32)
+    model, seen, batches = _mlp(), _StepsSeen(), []
+    every_batch = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: batches.append(batch))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[seen, every_batch])
+    assert seen.steps == 1 and batches == [0, 1, 2, 3]
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[seen])
+    assert seen.steps == 8
+    model.save(tmp_path / "auto.keras")  # the choice is the compile's: "auto" comes back with the model
+    assert keras.saving.load_model(tmp_path / "auto.keras").auto_steps_per_execution
+    with pytest.raises(ValueError, match="steps_per_execution must be 'auto' or a whole number"):
+        _mlp(0)
+
+
+def test_a_nan_in_a_call_of_several_steps_names_the_calls_batches():
+    x, y = _mlp_data(32)
+    x[20] = np.nan  # batch 3 of 4 (1-based), inside the first call of 8 steps
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at epoch 1, batches 1-4 \(one call\)"):
+        _mlp().fit(x, y, batch_size=8, epochs=1, verbose=0)

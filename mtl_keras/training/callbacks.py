@@ -29,11 +29,18 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         super().__init__()
         self.failure: str | None = None
 
+    def on_train_batch_begin(self, batch, logs=None):
+        self._first_batch = batch  # of this call: Keras may run several steps per call (steps_per_execution)
+
     def on_train_batch_end(self, batch, logs=None):
         bad = {key: value for key, value in (logs or {}).items()
                if key.endswith("loss") and not math.isfinite(float(value))}
         if bad and self.failure is None:
-            self.failure = (f"non-finite loss at epoch {self._epoch + 1}, batch {batch + 1}: "
+            steps = (self.params or {}).get("steps")
+            batch = batch if steps is None else min(batch, steps - 1)  # Keras gives a short last call's full span
+            first = min(getattr(self, "_first_batch", batch), batch)
+            where = f"batch {batch + 1}" if first == batch else f"batches {first + 1}-{batch + 1} (one call)"
+            self.failure = (f"non-finite loss at epoch {self._epoch + 1}, {where}: "
                             + ", ".join(f"{key}={value}" for key, value in sorted(bad.items()))
                             + "; training stopped (try a lower learning rate, or check inputs and targets).")
             self.model.stop_training = True
@@ -44,6 +51,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.failure = None
         self._epoch = 0
+        self._first_batch = 0
 
     def raise_if_failed(self) -> None:
         if self.failure:
@@ -149,11 +157,11 @@ class LossScaleCheck(keras.callbacks.Callback):
         first = ", ".join(f"{name} {loss:.4g} (weight {weight:g})" for name, (loss, weight) in losses.items())
         matching = weighted[smallest] / losses[largest][0]
         warnings.warn(
-            f"At the first step, the weighted loss of task {largest!r} is {factor:.0f}x that of task {smallest!r} "
-            f"(first losses: {first}): {largest!r} will dominate the shared layers. Remedies: a smaller loss weight "
-            f"for it (e.g. loss_weights={{{largest!r}: {matching:.3g}}} puts it on the scale of {smallest!r}), a "
-            f"scale-free weighting (weighting='uncertainty' or 'gls'), or a target in smaller units (standardize a "
-            f"regression target).",
+            f"At the first logged step, the weighted loss of task {largest!r} is {factor:.0f}x that of task "
+            f"{smallest!r} (first losses: {first}): {largest!r} will dominate the shared layers. Remedies: a smaller "
+            f"loss weight for it (e.g. loss_weights={{{largest!r}: {matching:.3g}}} puts it on the scale of "
+            f"{smallest!r}), a scale-free weighting (weighting='uncertainty' or 'gls'), or a target in smaller units "
+            f"(standardize a regression target).",
             TaskLossScaleWarning, stacklevel=2)
 
 

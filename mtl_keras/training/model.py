@@ -55,7 +55,7 @@ from mtl_keras.backbones.trunk import learning_rate_multipliers, pretrained_trun
 from mtl_keras.datasets.pipeline import check_model_inputs, prepare_arrays, prepare_columns
 from mtl_keras.distribute import is_multi_worker
 from mtl_keras.tasks import Task, as_task_dict
-from mtl_keras.training.callbacks import StopOnNonFiniteLoss, with_multitask_callbacks
+from mtl_keras.training.callbacks import LossScaleCheck, StopOnNonFiniteLoss, with_multitask_callbacks
 from mtl_keras.training.gradients import get_gradient_method
 from mtl_keras.training.label_statistics import check_standardized_heads, resolve_label_statistics
 from mtl_keras.training.loop import fit_distributed
@@ -138,11 +138,13 @@ class MultiTaskModel(keras_compat.BuildsFromElementSpec, keras.Model):
         return super().predict(check_model_inputs(x, self.inputs), *args, **kwargs)
 
     def compile(self, optimizer="rmsprop", loss="auto", loss_weights=None, metrics="auto", weighted_metrics=None,
-                *args, weighting=None, gradient=None, jit_compile="auto", **kwargs):
+                *args, weighting=None, gradient=None, jit_compile="auto", steps_per_execution="auto", **kwargs):
         """Keras' `compile`, filled from the tasks: `loss="auto"` and `metrics="auto"` take each task's kind (a
         dict overrides single tasks; one loss or one list of metrics applies to every task), `loss_weights`
         defaults to each `Task.weight`. `weighting` and `gradient` choose how the tasks are balanced (see the
-        module docstring). `jit_compile="auto"` means XLA on GPUs only (on CPUs it slowed small models down)."""
+        module docstring). `jit_compile="auto"` means XLA on GPUs only (on CPUs it slowed small models down).
+        `steps_per_execution="auto"` runs `AUTO_STEPS_PER_EXECUTION` steps per call of the train function in `fit`
+        where no callback needs each batch (see `fit`), and one step per call where one does."""
         given = {"loss": loss, "metrics": metrics, "loss_weights": loss_weights}
         if self._tasks is not None and weighted_metrics is None:
             filled = compile_arguments(as_task_dict(self._tasks), loss, metrics, loss_weights)
@@ -152,8 +154,14 @@ class MultiTaskModel(keras_compat.BuildsFromElementSpec, keras.Model):
             loss, metrics = (None if is_auto(loss) else loss), (None if is_auto(metrics) else metrics)
         if jit_compile == "auto" and not tf.config.list_physical_devices("GPU"):
             jit_compile = False  # Keras' "auto" would compile with XLA on CPUs too
+        if steps_per_execution != "auto" and (isinstance(steps_per_execution, bool)
+                                              or not isinstance(steps_per_execution, int) or steps_per_execution < 1):
+            raise ValueError(f"steps_per_execution must be 'auto' or a whole number >= 1, got "
+                             f"{steps_per_execution!r}.")
         super().compile(optimizer, loss, loss_weights, metrics, weighted_metrics, *args, jit_compile=jit_compile,
-                        **kwargs)
+                        steps_per_execution=1 if steps_per_execution == "auto" else steps_per_execution, **kwargs)
+        self.auto_steps_per_execution = steps_per_execution == "auto"
+        keras_compat.update_compile_config(self, {"steps_per_execution": steps_per_execution})
         self._multitask_step = None
         for name in ("weighting", "balancing_monitor", "gradient_state"):
             keras_compat.forget_layer(self, getattr(self, name, None))
@@ -291,6 +299,7 @@ class MultiTaskModel(keras_compat.BuildsFromElementSpec, keras.Model):
                 and not any(isinstance(c, keras.callbacks.ProgbarLogger) for c in callbacks)):
             callbacks.append(TaskProgressBar())  # Keras adds its own bar only where the callbacks have none
         if loop == "custom" or (loop == "auto" and (backup is not None or is_multi_worker(self.distribute_strategy))):
+            self._use_steps_per_execution(1)  # our loop runs one step per call
 
             if y is not None:
                 raise TypeError("Our loop takes x as a tf.data.Dataset of (inputs, labels[, sample_weights]) "
@@ -299,6 +308,8 @@ class MultiTaskModel(keras_compat.BuildsFromElementSpec, keras.Model):
         elif backup is not None:
             raise ValueError("backup= needs our loop (loop='custom' or 'auto'); Keras' fit has no mid-epoch resume.")
         else:
+            if getattr(self, "auto_steps_per_execution", False):
+                self._use_steps_per_execution(self._auto_steps(callbacks))
             history = super().fit(x, y, *args, callbacks=callbacks, **kwargs)
         if guard is not None:
             guard.raise_if_failed()
@@ -307,7 +318,28 @@ class MultiTaskModel(keras_compat.BuildsFromElementSpec, keras.Model):
     def evaluate(self, x=None, y=None, *args, masks=None, **kwargs):
         """Keras' `evaluate`; arrays and dicts are checked as in `fit` (missing labels left out of every metric)."""
         x, y, kwargs = self._checked_arrays(x, y, masks, kwargs)
+        callbacks = kwargs.get("callbacks")
+        if getattr(self, "auto_steps_per_execution", False) and not isinstance(callbacks, keras.callbacks.CallbackList):
+            # (fit's own validation passes its CallbackList: it runs with fit's choice)
+            self._use_steps_per_execution(self._auto_steps(callbacks or []))
         return super().evaluate(x, y, *args, **kwargs)
+
+    def _auto_steps(self, callbacks) -> int:
+        """What `steps_per_execution="auto"` runs per call: `AUTO_STEPS_PER_EXECUTION` on one device where every
+        callback does with it what it would do with one step per call, else 1. (Keras' several-steps loop fails
+        under MirroredStrategy, TF 2.21 / Keras 3.15: an InvalidArgumentError in its while loop's cond.)"""
+        strategy = self.distribute_strategy
+        if strategy.num_replicas_in_sync > 1 or isinstance(
+                strategy, tf.distribute.MirroredStrategy | tf.distribute.MultiWorkerMirroredStrategy):
+            return 1
+        return AUTO_STEPS_PER_EXECUTION if all(_takes_several_steps_per_call(c) for c in callbacks) else 1
+
+    def _use_steps_per_execution(self, steps: int) -> None:
+        """Runs `steps` training steps per call of the train, test and predict functions (traced again when it
+        changes: they unroll that count)."""
+        if getattr(self, "auto_steps_per_execution", False) and self.steps_per_execution != steps:
+            self.steps_per_execution = steps
+            self.train_function = self.test_function = self.predict_function = None
 
     def _checked_arrays(self, x, y, masks, kwargs):
         if masks is not None and (self._tasks is None or y is None):
@@ -317,6 +349,24 @@ class MultiTaskModel(keras_compat.BuildsFromElementSpec, keras.Model):
         if sample_weight is not None:
             kwargs["sample_weight"] = sample_weight
         return x, y, kwargs
+
+
+# Steps per call of the train function under `steps_per_execution="auto"`: Keras' per-call overhead (several ms on
+# a CPU) then counts once per 8 steps (benchmarks/steps_per_execution.py).
+AUTO_STEPS_PER_EXECUTION = 8
+_BATCH_HOOKS = ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end",
+                "on_test_batch_begin", "on_test_batch_end")
+
+
+def _takes_several_steps_per_call(callback) -> bool:
+    """Whether a callback does what it would do with one step per call when Keras runs several per call (and calls
+    the batch hooks once per call, with the call's last batch and its logs): one without batch hooks, or one of ours
+    and Keras' that only read the logs (progress bars, the guards)."""
+    if isinstance(callback, (StopOnNonFiniteLoss, LossScaleCheck, TaskProgressBar, keras.callbacks.ProgbarLogger,
+                             keras.callbacks.History)):
+        return True
+    return all(getattr(getattr(callback, hook), "__func__", None) is getattr(keras.callbacks.Callback, hook)
+               for hook in _BATCH_HOOKS)
 
 
 def _check_tracked(model: keras.Model, variables: list) -> None:
