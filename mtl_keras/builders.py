@@ -18,9 +18,10 @@ from mtl_keras.datasets.pipeline import as_text_array
 from mtl_keras.datasets.tokenization import build_ngram_idf, build_vocabulary, split_graph, standardize_graph
 from mtl_keras.encoders.tabular import encode_features, feature_inputs
 from mtl_keras.encoders.text import get_text_encoder
-from mtl_keras.encoders.vision import BACKBONES, check_image_shape, conv_block, vision_trunk
+from mtl_keras.encoders.vision import BACKBONES, check_image_shape, conv_block
 from mtl_keras.heads import TaskHead
 from mtl_keras.sharing import SharingLayer, TaskCascade, attach_cascade_heads, check_sharing_options, get_sharing
+from mtl_keras.sharing.vision import check_vision_sharing, vision_task_features
 from mtl_keras.tasks import Task, as_task_dict
 from mtl_keras.training.model import MultiTaskModel
 
@@ -332,6 +333,8 @@ def build_vision_model(
     unfreeze_from: str | None = None,
     lora_rank: int | None = None,
     backbone_learning_rate_multiplier: float = 1.0,
+    sharing: str = "hard",
+    sharing_options: Mapping | None = None,
     name: str = "vision_multitask",
 ) -> keras.Model:
     """A multi-task image model: raw uint8 images in, one output per task out.
@@ -360,6 +363,10 @@ def build_vision_model(
             `ImageConverter`), where it cannot be told from the model.
         freeze_backbone, unfreeze_from, lora_rank, backbone_learning_rate_multiplier: fine-tuning a pretrained
             backbone, as in `build_text_model`.
+        sharing: how the tasks share the trunk (`mtl_keras.sharing.vision`): `"hard"` (default: one trunk),
+            `"mtan"` (per-task attention over every encoder and decoder stage) or `"cross_stitch"` (a trunk per
+            task, mixed after every stage); `"unet"` and `"cnn"` backbones only.
+        sharing_options: arguments of that sharing (`{"self_weight": 0.9}` for cross-stitch).
         name: the model's name.
 
     Example:
@@ -370,29 +377,35 @@ def build_vision_model(
     >>> model = build_vision_model(tasks, image_shape=(16, 16, 1), filters=(4, 8))
     >>> {k: v.shape for k, v in model.predict(np.zeros((2, 16, 16, 1), "uint8"), verbose=0).items()}
     {'mask': (2, 16, 16, 3), 'kind': (2, 4)}
+    >>> stitched = build_vision_model(tasks, image_shape=(16, 16, 1), filters=(4, 8), sharing="cross_stitch")
+    >>> [layer.name for layer in stitched.layers if layer.name.startswith("stitch_")]
+    ['stitch_encoder0', 'stitch_encoder1', 'stitch_decoder0']
     """
     tasks = list(as_task_dict(tasks, input_names=["image"]).values())
+    check_vision_sharing(sharing, sharing_options)
     if isinstance(backbone, str) and backbone in BACKBONES:
         check_no_fine_tuning("build_vision_model", preprocessor=preprocessor, freeze_backbone=freeze_backbone,
                              unfreeze_from=unfreeze_from, lora_rank=lora_rank,
                              backbone_learning_rate_multiplier=backbone_learning_rate_multiplier)
     else:
+        if sharing != "hard":
+            raise ValueError(f"sharing={sharing!r} needs one of the built-in trunks {BACKBONES} (it builds its layers "
+                             f"between their stages); a pretrained backbone {backbone!r} shares hard.")
         return _pretrained_vision_model(tasks, image_shape, backbone, backbone_weights, preprocessor,
                                         freeze_backbone, unfreeze_from, lora_rank, backbone_learning_rate_multiplier,
                                         filters[0], normalization, head_hidden_units, dropout, name)
     image_shape = check_image_shape(image_shape, filters)
     inputs = keras.Input(shape=image_shape, dtype="uint8", name="image")
     images = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-    # Image-level heads also read the per-pixel features when a task with a label per pixel trains them.
-    features = vision_trunk(images, backbone, filters, location_channels, normalization,
-                            pool_pixels=any(task.spec.pixel_labels for task in tasks))
-    pooled = keras.layers.Dropout(dropout, name="pooled_dropout")(features.pooled)
+    features = vision_task_features(images, tasks, sharing, sharing_options, backbone, filters, location_channels,
+                                    normalization, dropout)
     outputs = {}
     for task in tasks:
         if task.spec.pixel_labels:
-            outputs[task.name] = TaskHead.for_task(task)(features.pixels)
+            outputs[task.name] = TaskHead.for_task(task)(features[task.name])
         else:
-            outputs[task.name] = TaskHead.for_task(task, hidden_units=head_hidden_units, dropout=dropout)(pooled)
+            outputs[task.name] = TaskHead.for_task(task, hidden_units=head_hidden_units,
+                                                   dropout=dropout)(features[task.name])
     return MultiTaskModel(inputs, outputs, tasks=tasks, name=name)
 
 

@@ -51,15 +51,15 @@ def _strategy(text: str) -> str:
     return text
 
 
-def _add_sharing_options(parser: argparse.ArgumentParser, default: str) -> None:
+def _add_sharing_options(parser: argparse.ArgumentParser, default: str, choices=None, examples: str | None = None):
     from mtl_keras.sharing import SHARING_NAMES
 
-    parser.add_argument("--sharing", choices=SHARING_NAMES, default=None,
+    parser.add_argument("--sharing", choices=choices or SHARING_NAMES, default=None,
                         help=f"how the tasks share (default: {default}); single-task baselines use plain networks")
     parser.add_argument("--sharing-option", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
-                        help="an argument of the sharing layer (repeatable), e.g. --sharing-option num_experts=8 "
-                             "or --sharing-option 'expert_units=(128, 64)'; cascade: --sharing-option "
-                             "'order=[\"a\", \"b\"]'")
+                        help="an argument of the sharing layer (repeatable), e.g. " + (examples or (
+                            "--sharing-option num_experts=8 or --sharing-option 'expert_units=(128, 64)'; cascade: "
+                            "--sharing-option 'order=[\"a\", \"b\"]'")))
 
 
 def _add_backbone_options(parser: argparse.ArgumentParser, trunks: str) -> None:
@@ -194,6 +194,11 @@ def _parser() -> argparse.ArgumentParser:
     vision.add_argument("--dataset", choices=list(VISION_PRESETS), default=None, help="default: scenes")
     _add_backbone_options(vision, f"{' or '.join(BACKBONES)} (default: unet for scenes, cnn for multifashion), "
                                   f"applications:NAME (keras.applications, ImageNet weights)")
+    from mtl_keras.sharing.vision import VISION_SHARING
+
+    _add_sharing_options(vision, "hard", choices=list(VISION_SHARING),
+                         examples="--sharing cross_stitch --sharing-option self_weight=0.9 (mtan, cross_stitch: "
+                                  "built-in trunks only)")
     vision.add_argument("--filters", type=_int_tuple, default=None, metavar="W,W,...",
                         help="widths of the encoder stages, e.g. 16,32,64,128")
     vision.add_argument("--num-train", type=int, default=None, help="training images to generate")

@@ -90,6 +90,7 @@ def test_help(command, capsys):
     ("census", "--weighting", "mtl_keras.training.weighting:WEIGHTINGS"),
     ("census", "--gradient", "mtl_keras.training.gradients:GRADIENT_METHODS"),
     ("vision", "--dataset", "mtl_keras.jobs.vision:PRESETS"),
+    ("vision", "--sharing", "mtl_keras.sharing.vision:VISION_SHARING"),
 ])
 def test_an_unknown_choice_is_refused_naming_every_registered_one(job, option, registry, capsys):
     import importlib
@@ -117,6 +118,20 @@ def test_an_unknown_backbone_is_refused_before_any_data_is_loaded(job, backbone,
 
     monkeypatch.setattr(base.Job, "run", no_loading)
     assert main(["train", job, "--backbone", backbone]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--sharing", "mtan", "--sharing-option", "self_weight=1"],
+     "sharing='mtan': bad sharing option(s) ['self_weight']; it takes []"),
+    (["--sharing", "cross_stitch", "--backbone", "applications:MobileNetV2"],
+     "--sharing cross_stitch needs one of the built-in trunks ('unet', 'cnn')"),
+])
+def test_a_bad_vision_sharing_is_refused_before_any_data_is_loaded(arguments, message, capsys, monkeypatch):
+    from mtl_keras.jobs import base
+
+    monkeypatch.setattr(base.Job, "run", lambda *args, **kwargs: pytest.fail("data loaded before the check"))
+    assert main(["train", "vision", *arguments]) == 2
     assert message in capsys.readouterr().err
 
 

@@ -255,6 +255,41 @@ def test_task_attention_on_conv_feature_maps(tmp_path):
         TaskAttention(["a"], units=(4,))([first, second])
 
 
+def test_task_attention_through_an_encoder_and_a_decoder_with_depths(tmp_path):
+    """Levels that shrink then grow again (an encoder-decoder): carry pools on the way down and upsamples on the way
+    up; a task with a depth stops at that level and has masks for those levels only."""
+    images = keras.Input((16, 16, 2))
+    encoder0 = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(images)
+    encoder1 = keras.layers.Conv2D(6, 3, strides=2, padding="same", activation="relu")(encoder0)
+    encoder2 = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(encoder1)
+    decoder1 = keras.layers.Conv2D(6, 3, padding="same")(keras.layers.UpSampling2D()(encoder2))
+    decoder0 = keras.layers.Conv2D(4, 3, padding="same")(keras.layers.UpSampling2D()(decoder1))
+    levels = [encoder0, encoder1, encoder2, decoder1, decoder0]
+    attention = TaskAttention(["pixels", "image"], units=(), depths={"image": 3})
+    attended = attention(levels)
+    assert attended["pixels"].shape == (None, 16, 16, 4) and attended["image"].shape == (None, 4, 4, 8)
+    assert attention.compute_output_shape([tuple(level.shape) for level in levels]) == {
+        "pixels": (None, 16, 16, 4), "image": (None, 4, 4, 8)}
+    assert attention.resizes == [("pool", (2, 2)), ("pool", (2, 2)), ("up", (8, 8)), ("up", (16, 16))]
+    x = np.random.default_rng(2).uniform(size=(2, 16, 16, 2)).astype("float32")
+    masks = attention.attention_masks([np.asarray(t) for t in keras.Model(images, levels)(x)])
+    assert set(masks) == {f"pixels_{j}" for j in range(5)} | {f"image_{j}" for j in range(3)}
+    assert masks["pixels_4"].shape == (2, 16, 16, 4)
+    clone = assert_config_round_trip(attention)
+    assert clone.depths == {"image": 3}
+    model = keras.Model(images, {"pixels": keras.layers.Conv2D(1, 1, name="pixels")(attended["pixels"]),
+                                 "image": keras.layers.Dense(1, name="image")(
+                                     keras.layers.GlobalAveragePooling2D()(attended["image"]))})
+    assert_model_round_trips(model, x, tmp_path)
+    with pytest.raises(ValueError, match=r"depths \{'image': 6\} exceed the 5 levels"):
+        TaskAttention(["pixels", "image"], units=(), depths={"image": 6})(levels)
+    with pytest.raises(ValueError, match="depths maps task names"):
+        TaskAttention(["pixels", "image"], units=(), depths={"colour": 2})
+    odd = keras.layers.Conv2D(4, 3, padding="same")(keras.layers.Resizing(12, 12)(encoder0))
+    with pytest.raises(ValueError, match="whole multiple or a whole fraction"):
+        TaskAttention(["a"], units=())([encoder1, odd])
+
+
 def test_distributed_step_equals_single_device_step_for_every_sharing(two_replicas):
     """One SGD step on two replicas (two logical CPUs) equals one step on one device, same global batch, for each
     sharing layer (all side by side in one model: their branches share no variable, so each takes its own step).

@@ -200,11 +200,55 @@ def test_builder_shapes_for_every_head_kind_and_round_trips(backbone, tmp_path):
     assert_model_round_trips(model, images, tmp_path, signature=[tf.TensorSpec([None, 16, 16, 1], tf.uint8)])
 
 
+@pytest.mark.parametrize("sharing, backbone", [("mtan", "unet"), ("cross_stitch", "unet"), ("cross_stitch", "cnn")])
+def test_vision_sharing_builds_every_head_kind_and_round_trips(sharing, backbone, tmp_path):
+    model = build_vision_model(EVERY_KIND, image_shape=(16, 16, 1), backbone=backbone, filters=(4, 8),
+                               sharing=sharing)
+    images = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 1)).astype(np.uint8)
+    outputs = model.predict(images, verbose=0)
+    assert {k: v.shape for k, v in outputs.items()} == {
+        "mask": (3, 16, 16, 4), "kind": (3, 3), "tags": (3, 5), "lit": (3, 1), "box": (3, 4)}
+    clone = keras.Model.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(np.asarray(clone(images)["kind"]), outputs["kind"], atol=1e-6)
+    assert_model_round_trips(model, images, tmp_path, signature=[tf.TensorSpec([None, 16, 16, 1], tf.uint8)])
+    if sharing == "mtan":
+        masks = set(model.get_layer("mtan_sharing").masks)
+        # Per-pixel tasks attend both encoder stages and the decoder's; image-level tasks the encoder only.
+        assert {f"mask_{j}" for j in range(3)} <= masks and "kind_1" in masks and "kind_2" not in masks
+    else:
+        units = [layer.name for layer in model.layers if layer.name.startswith("stitch_")]
+        assert units == (["stitch_encoder0", "stitch_encoder1", "stitch_decoder0"] if backbone == "unet"
+                         else ["stitch_encoder0", "stitch_encoder1", "stitch_pixels"])
+
+
+def test_cross_stitch_with_self_weight_one_starts_as_separate_trunks():
+    """The units' diagonal starts at self_weight: at 1.0 the trunks start apart (one task's trunk leaves the other's
+    outputs alone), below 1.0 they mix from the first step."""
+    tasks = [Task("mask", "segmentation", num_classes=3), Task("kind", "multiclass", num_classes=3)]
+    images = np.random.default_rng(4).integers(0, 256, (2, 16, 16, 1)).astype(np.uint8)
+    for self_weight, mixed in [(1.0, False), (0.9, True)]:
+        model = build_vision_model(tasks, image_shape=(16, 16, 1), filters=(4, 8), sharing="cross_stitch",
+                                   sharing_options={"self_weight": self_weight})
+        before = np.asarray(model(images)["kind"])
+        for layer in model.layers:
+            if layer.name.startswith("mask_encoder") and layer.weights:
+                layer.set_weights([w + 0.5 for w in layer.get_weights()])
+        changed = not np.allclose(np.asarray(model(images)["kind"]), before, atol=1e-6)
+        assert changed == mixed, self_weight
+
+
 def test_builder_checks_its_arguments():
     with pytest.raises(ValueError, match="multiples of 4"):
         build_vision_model(EVERY_KIND, image_shape=(18, 18, 1), filters=(4, 8, 8))
     with pytest.raises(ValueError, match="backbone"):
         build_vision_model(EVERY_KIND, image_shape=(16, 16, 1), backbone="resnet")
+    with pytest.raises(ValueError, match=r"sharing='mmoe' is not a sharing of a convolutional trunk"):
+        build_vision_model(EVERY_KIND, image_shape=(16, 16, 1), sharing="mmoe")
+    with pytest.raises(ValueError, match=r"sharing='mtan': bad sharing option\(s\) \['self_weight'\]"):
+        build_vision_model(EVERY_KIND, image_shape=(16, 16, 1), sharing="mtan", sharing_options={"self_weight": 1})
+    with pytest.raises(ValueError, match="sharing='mtan' needs one of the built-in trunks"):
+        build_vision_model(EVERY_KIND, image_shape=(32, 32, 3), backbone="resnet_18_imagenet", sharing="mtan")
     with pytest.raises(ValueError, match="background_class"):
         Task("kind", "multiclass", num_classes=3, background_class=0)
 
@@ -224,7 +268,8 @@ def test_bad_images_and_masks_are_refused_before_training():
         make_image_dataset(np.zeros((2, 8, 8), np.uint8), {"mask": bad_mask}, [task], (8, 8, 1))
 
 
-def test_vision_model_trains_under_mirrored_strategy_like_on_one_device(two_replicas):
+@pytest.mark.parametrize("sharing", ["hard", "mtan", "cross_stitch"])
+def test_vision_model_trains_under_mirrored_strategy_like_on_one_device(sharing, two_replicas):
     tasks = [Task("mask", "segmentation", num_classes=3), Task("count", "regression")]
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (8, 8, 8, 1)).astype(np.uint8)
@@ -234,7 +279,7 @@ def test_vision_model_trains_under_mirrored_strategy_like_on_one_device(two_repl
     def build():
         # Synchronised batch normalisation: statistics of the global batch, as on one device.
         return build_vision_model(tasks, image_shape=(8, 8, 1), filters=(4, 4), location_channels=2,
-                                  normalization="synchronized", dropout=0.0)
+                                  normalization="synchronized", dropout=0.0, sharing=sharing)
 
     initial, single, mirrored = fit_on_one_device_and_mirrored(build, tasks, dataset, two_replicas, 0.1)
     # The model's own weights come first; compiling appends the balancing state (weighting, log means).
@@ -297,6 +342,11 @@ def test_vision_evaluate_regenerates_the_test_scenes_and_matches_the_record(visi
 def test_multifashion_job_end_to_end(tmp_path):
     folder = tmp_path / "mf"
     train_in_process("vision", "--dataset", "multifashion", "--limit", "32", "--epochs", "1", "--filters", "4,8",
-                     "--output", str(folder), "--quiet")
+                     "--sharing", "cross_stitch", "--sharing-option", "self_weight=0.8", "--output", str(folder),
+                     "--quiet")
     metrics = json.loads((folder / "metrics.json").read_text())
     assert set(metrics["test"]) == {"left", "right"} and 0.0 <= metrics["test"]["left"]["accuracy"] <= 1.0
+    config = json.loads((folder / "config.json").read_text())["config"]
+    assert config["sharing"] == "cross_stitch" and config["sharing_options"] == {"self_weight": 0.8}
+    model = keras.saving.load_model(folder / "model.keras")
+    assert model.get_layer("stitch_encoder0").get_config()["self_weight"] == 0.8

@@ -7,7 +7,8 @@ A trunk takes float images in [0, 1] and gives `VisionFeatures`:
   a small flattened map of the bottleneck (a 1x1 projection), which keeps *where* things are (boxes need that);
 - `pixels`: a feature map at input resolution, for segmentation heads (the U-Net decoder; for the plain CNN, the
   bottleneck upsampled bilinearly);
-- `stages`: the encoder's feature maps, shallow first (e.g. for `TaskAttention(units=())`).
+- `stages`: the encoder's feature maps, shallow first; `decoder_stages`: the decoder's, deepest first, ending with
+  `pixels` (the plain CNN's is `pixels` alone). Together they are what `TaskAttention(units=())` attends.
 
 Trunks are built from stock Keras layers (Conv2D, BatchNormalization, pooling, upsampling), so models that use
 them save, load and export like any functional model.
@@ -43,6 +44,7 @@ class VisionFeatures:
     pooled: keras.KerasTensor
     pixels: keras.KerasTensor
     stages: list
+    decoder_stages: list = dataclasses.field(default_factory=list)
 
 
 def conv_block(x, filters: int, name: str, convolutions: int = 2, normalization: str | None = "batch"):
@@ -91,42 +93,71 @@ def vision_trunk(images, backbone: str = "unet", filters: Sequence[int] = (16, 3
         pool_pixels: add the pooled per-pixel features to `pooled`. Only worth it when a per-pixel task trains
             them: no gradient reaches them from `pooled`.
     """
+    return vision_trunks(images, [""], backbone, filters, location_channels, normalization, pool_pixels)[0]
+
+
+def vision_trunks(images, prefixes: Sequence[str], backbone: str = "unet",
+                  filters: Sequence[int] = (16, 32, 64, 128), location_channels: int = 8,
+                  normalization: str | None = "batch", pool_pixels: bool = True, mix=None) -> list[VisionFeatures]:
+    """A trunk per layer-name prefix (arguments as in `vision_trunk`), built stage by stage side by side;
+    `mix(stage name, [one feature map per trunk])` returns the maps the trunks go on with after each stage (e.g.
+    cross-stitch units; None: the trunks stay independent)."""
     if backbone not in BACKBONES:
         raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}.")
     filters = [int(f) for f in filters]
-    stages = []
-    x = images
+    mix = mix or (lambda stage, maps: maps)
+    towers = range(len(prefixes))
+    stages = [[] for _ in towers]
+    decoder = [[] for _ in towers]
+    xs = [images for _ in towers]
     for depth, width in enumerate(filters):
+        names = [f"{prefix}encoder{depth}" for prefix in prefixes]
         if depth:
-            x = keras.layers.MaxPooling2D(name=f"encoder{depth}_pool")(x)
-        x = conv_block(x, width, f"encoder{depth}", normalization=normalization)
-        stages.append(x)
-    bottleneck = x
+            xs = [keras.layers.MaxPooling2D(name=f"{names[t]}_pool")(xs[t]) for t in towers]
+        xs = mix(f"encoder{depth}", [conv_block(xs[t], width, names[t], normalization=normalization) for t in towers])
+        for tower in towers:
+            stages[tower].append(xs[tower])
+    bottlenecks = xs
     if backbone == "unet":
         for depth in range(len(filters) - 2, -1, -1):
-            x = keras.layers.UpSampling2D(interpolation="bilinear", name=f"decoder{depth}_up")(x)
-            x = keras.layers.Concatenate(name=f"decoder{depth}_skip")([x, stages[depth]])
-            x = conv_block(x, filters[depth], f"decoder{depth}", normalization=normalization)
-        pixels = x
+            names = [f"{prefix}decoder{depth}" for prefix in prefixes]
+            ups = [keras.layers.UpSampling2D(interpolation="bilinear", name=f"{names[t]}_up")(xs[t]) for t in towers]
+            skips = [keras.layers.Concatenate(name=f"{names[t]}_skip")([ups[t], stages[t][depth]]) for t in towers]
+            xs = mix(f"decoder{depth}", [conv_block(skips[t], filters[depth], names[t], normalization=normalization)
+                                         for t in towers])
+            for tower in towers:
+                decoder[tower].append(xs[tower])
     else:
         factor = 2 ** (len(filters) - 1)
-        pixels = bottleneck if factor == 1 else keras.layers.UpSampling2D(
-            factor, interpolation="bilinear", name="pixels_up")(bottleneck)
-        pixels = conv_block(pixels, filters[0], "pixels", 1, normalization)
+        names = [f"{prefix}pixels" for prefix in prefixes]
+        if factor > 1:
+            xs = [keras.layers.UpSampling2D(factor, interpolation="bilinear", name=f"{names[t]}_up")(xs[t])
+                  for t in towers]
+        xs = mix("pixels", [conv_block(xs[t], filters[0], names[t], 1, normalization) for t in towers])
+        for tower in towers:
+            decoder[tower].append(xs[tower])
+    return [VisionFeatures(pooled=pooled_summary(bottlenecks[t], location_channels, prefixes[t],
+                                                 pixels=xs[t] if pool_pixels else None),
+                           pixels=xs[t], stages=stages[t], decoder_stages=decoder[t]) for t in towers]
+
+
+def pooled_summary(bottleneck, location_channels: int = 8, prefix: str = "", pixels=None):
+    """One vector per image from a bottleneck feature map (and, read-only, from per-pixel features)."""
     # The average says how much of each feature there is (counts); the maximum, whether it occurs anywhere
     # (presence of a small item in a large scene). Pooling the per-pixel features as well hands the image-level
     # heads what the segmentation heads see (a class present anywhere shows as a high maximum of its features),
     # read-only: with gradients flowing back, the count and box losses swamped the few per-pixel channels and
     # segmentation learned several times slower (training mean IoU 0.06 against 0.35 after two epochs).
-    summaries = [keras.layers.GlobalAveragePooling2D(name="bottleneck_average")(bottleneck),
-                 keras.layers.GlobalMaxPooling2D(name="bottleneck_maximum")(bottleneck)]
-    if pool_pixels:
-        read_only_pixels = StopGradient(name="pixels_read_only")(pixels)
-        summaries += [keras.layers.GlobalAveragePooling2D(name="pixels_average")(read_only_pixels),
-                      keras.layers.GlobalMaxPooling2D(name="pixels_maximum")(read_only_pixels)]
-    pooled = keras.layers.Concatenate(name="bottleneck_pooled")(summaries)
+    summaries = [keras.layers.GlobalAveragePooling2D(name=f"{prefix}bottleneck_average")(bottleneck),
+                 keras.layers.GlobalMaxPooling2D(name=f"{prefix}bottleneck_maximum")(bottleneck)]
+    if pixels is not None:
+        read_only_pixels = StopGradient(name=f"{prefix}pixels_read_only")(pixels)
+        summaries += [keras.layers.GlobalAveragePooling2D(name=f"{prefix}pixels_average")(read_only_pixels),
+                      keras.layers.GlobalMaxPooling2D(name=f"{prefix}pixels_maximum")(read_only_pixels)]
+    pooled = keras.layers.Concatenate(name=f"{prefix}bottleneck_pooled")(summaries)
     if location_channels:
-        where = keras.layers.Conv2D(location_channels, 1, activation="relu", name="bottleneck_location")(bottleneck)
-        where = keras.layers.Flatten(name="bottleneck_location_flat")(where)
-        pooled = keras.layers.Concatenate(name="pooled")([pooled, where])
-    return VisionFeatures(pooled=pooled, pixels=pixels, stages=stages)
+        where = keras.layers.Conv2D(location_channels, 1, activation="relu",
+                                    name=f"{prefix}bottleneck_location")(bottleneck)
+        where = keras.layers.Flatten(name=f"{prefix}bottleneck_location_flat")(where)
+        pooled = keras.layers.Concatenate(name=f"{prefix}pooled")([pooled, where])
+    return pooled

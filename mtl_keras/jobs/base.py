@@ -141,8 +141,10 @@ def check_job_config(config: JobConfig) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}.")
     if config.backup_every is not None and not config.backup_dir:
         raise ValueError("--backup-every needs --backup-dir (where the backups go).")
-    if isinstance(getattr(config, "sharing", None), str):  # a job of several sharings (text, census)
-        check_sharing_options(config.sharing, getattr(config, "sharing_options", None))
+    if isinstance(getattr(config, "sharing", None), str):  # a job of several sharings (text, census, vision)
+        # (a job whose sharings are not the dense layers of mtl_keras.sharing says how it checks them)
+        check = getattr(type(config), "check_sharing", check_sharing_options)
+        check(config.sharing, getattr(config, "sharing_options", None))
 
 
 def check_splits_not_empty(splits: Splits, limit: int | None = None) -> None:

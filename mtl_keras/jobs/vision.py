@@ -21,6 +21,7 @@ from mtl_keras.datasets.scenes import load_scenes
 from mtl_keras.datasets.splits import Split, Splits
 from mtl_keras.encoders.vision import BACKBONES
 from mtl_keras.jobs.base import BackboneConfig, Job, JobConfig
+from mtl_keras.sharing.vision import check_vision_sharing
 from mtl_keras.tasks import Task
 
 
@@ -61,6 +62,10 @@ class VisionJobConfig(BackboneConfig, JobConfig):
     dropout: float = 0.1
     source: str = "bundled"  # Fashion-MNIST: "bundled" subset, or "debian" for the full set
     data_path: str | None = None
+    sharing: str = "hard"  # how the tasks share the trunk (mtl_keras.sharing.vision)
+    sharing_options: dict | None = None
+
+    check_sharing = staticmethod(check_vision_sharing)  # (check_job_config: the trunk's sharings, not dense ones)
 
 
 class VisionJob(Job):
@@ -74,7 +79,11 @@ class VisionJob(Job):
         self.preset = PRESETS[self.config.dataset]
         if self.config.backbone not in (None, *BACKBONES):
             check_backbone(self.config.backbone, "image")  # before scenes are generated
-        self.config.check_fine_tuning("vision", pretrained=self.config.backbone not in (None, *BACKBONES))
+        pretrained = self.config.backbone not in (None, *BACKBONES)
+        self.config.check_fine_tuning("vision", pretrained=pretrained)
+        if pretrained and self.config.sharing != "hard":
+            raise ValueError(f"--sharing {self.config.sharing} needs one of the built-in trunks {BACKBONES}; a "
+                             f"pretrained --backbone shares hard.")
         if self.config.loss_weights is None and self.preset.loss_weights:
             self.config.loss_weights = dict(self.preset.loss_weights)
         self.num_train_examples = self.config.num_train or self.preset.num_train
@@ -101,6 +110,9 @@ class VisionJob(Job):
             tasks, image_shape=preset.image_shape, backbone=config.backbone or preset.backbone,
             filters=config.filters or preset.filters, head_hidden_units=config.head_hidden_units,
             dropout=config.dropout, **config.fine_tuning(),
+            # A single-task baseline keeps the plain trunk, whatever the multi-task sharing.
+            sharing=config.sharing if len(tasks) > 1 else "hard",
+            sharing_options=config.sharing_options if len(tasks) > 1 else None,
             name=f"{config.dataset}_multitask" if len(tasks) > 1 else f"{config.dataset}_{tasks[0].name}",
         )
 

@@ -8,10 +8,12 @@ also see the task's attended features of the level above, so each task refines i
 
 `TaskAttention` takes either
 - one tensor `(batch, features)`: the layer's own shared dense stack (`units`) gives f^1..f^L (tabular, text);
-- a list of shared feature maps `(batch, H_j, W_j, C_j)` from a convolutional trunk, shallow first, each H_j dividing
-  H_{j-1}: the masks are 1x1 convolutions, and carry is a 3x3 convolution then average pooling to the next size
-  (the vision trunk of the paper).
-It returns each task's attended features of the deepest level.
+- a list of shared feature maps `(batch, H_j, W_j, C_j)` from a convolutional trunk, in the order the network
+  computes them (an encoder's stages, then a decoder's), each size a whole multiple or a whole fraction of the one
+  before: the masks are 1x1 convolutions, and carry is a 3x3 convolution then average pooling or bilinear
+  upsampling to the next size (the encoder-decoder of the paper).
+It returns each task's attended features of its last level: the deepest, or, with `depths={task: n}`, level n for
+that task (an image-level task reads the encoder's bottleneck while a per-pixel task goes on through the decoder).
 
 Example:
 
@@ -23,7 +25,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import keras
 from keras import ops
@@ -47,14 +49,22 @@ class TaskAttention(SharingLayer):
             call it on a list of feature maps from a trunk instead.
         activation: activation of the shared stack.
         dropout: dropout after each shared layer.
+        depths: `{task: n}`: that task attends the first n levels only and returns the n-th (default: every level
+            for every task).
     """
 
     def __init__(self, task_names: Sequence[str], units: Sequence[int] = (64, 32), activation: str = "relu",
-                 dropout: float = 0.0, **kwargs):
+                 dropout: float = 0.0, depths: Mapping[str, int] | None = None, **kwargs):
         super().__init__(task_names, **kwargs)
         self.units = check_units(units, "TaskAttention")
         self.activation = activation
         self.dropout = float(dropout)
+        depths = dict(depths or {})
+        unknown = sorted(set(depths) - set(self.task_names))
+        if unknown or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in depths.values()):
+            raise ValueError(f"TaskAttention: depths maps task names {self.task_names} to a number of levels >= 1; "
+                             f"got {depths}.")
+        self.depths = depths
         self.shared_layers = [DenseStack((width,), activation, dropout, name=f"shared_{depth}", dtype=self.dtype_policy)
                               for depth, width in enumerate(self.units)]
 
@@ -81,21 +91,28 @@ class TaskAttention(SharingLayer):
             for layer in self.shared_layers:
                 layer.build(shape)
                 shape = layer.compute_output_shape(shape)
+        too_deep = {name: n for name, n in self.depths.items() if n > len(shapes)}
+        if too_deep:
+            raise ValueError(f"TaskAttention: depths {too_deep} exceed the {len(shapes)} levels it is called on.")
         rank = len(shapes[0])
-        self.pool_sizes = []
+        self.resizes = []  # how carry brings level j-1 to level j's size: None, ("pool", factors) or ("up", size)
         for depth in range(1, len(shapes)):
-            if rank == 4:
-                above, below = shapes[depth - 1][1:3], shapes[depth][1:3]
-                if None in above + below or above[0] % below[0] or above[1] % below[1]:
-                    raise ValueError(f"TaskAttention: each feature map's size must divide the one above it; got "
-                                     f"{above} then {below}.")
-                self.pool_sizes.append((above[0] // below[0], above[1] // below[1]))
+            above, below = (shapes[depth - 1][1:3], shapes[depth][1:3]) if rank == 4 else ((1, 1), (1, 1))
+            if None in above + below:
+                raise ValueError(f"TaskAttention: feature maps need known sizes; got {above} then {below}.")
+            if above == below:
+                self.resizes.append(None)
+            elif all(a % b == 0 for a, b in zip(above, below, strict=True)):
+                self.resizes.append(("pool", (above[0] // below[0], above[1] // below[1])))
+            elif all(b % a == 0 for a, b in zip(above, below, strict=True)):
+                self.resizes.append(("up", tuple(below)))
             else:
-                self.pool_sizes.append(None)
+                raise ValueError(f"TaskAttention: each feature map's size must be a whole multiple or a whole "
+                                 f"fraction of the one before it; got {above} then {below}.")
         self.masks = {}
         self.carries = {}
         for name in self.task_names:
-            for depth, shape in enumerate(shapes):
+            for depth, shape in enumerate(shapes[:self.depths.get(name, len(shapes))]):
                 channels = shape[-1]
                 hidden = _projection(rank, channels, "relu", f"{name}_mask_{depth}_hidden", dtype=self.dtype_policy)
                 gate = _projection(rank, channels, "sigmoid", f"{name}_mask_{depth}", dtype=self.dtype_policy)
@@ -120,9 +137,11 @@ class TaskAttention(SharingLayer):
 
     def _carry(self, name, depth, attended):
         x = self.carries[f"{name}_{depth}"](attended)
-        pool = self.pool_sizes[depth - 1]
-        if pool is not None and pool != (1, 1):
-            x = ops.average_pool(x, pool, strides=pool, padding="valid")
+        resize = self.resizes[depth - 1]
+        if resize is not None and resize[0] == "pool":
+            x = ops.average_pool(x, resize[1], strides=resize[1], padding="valid")
+        elif resize is not None:
+            x = ops.image.resize(x, resize[1], interpolation="bilinear")
         return x
 
     def attention_masks(self, inputs, training=None) -> dict:
@@ -134,7 +153,7 @@ class TaskAttention(SharingLayer):
         attended, masks = {}, {}
         for name in self.task_names:
             previous = None
-            for depth, shared in enumerate(features):
+            for depth, shared in enumerate(features[:self.depths.get(name, len(features))]):
                 hidden, gate = self.masks[f"{name}_{depth}"]
                 mask_input = shared if depth == 0 else ops.concatenate(
                     [shared, ops.cast(self._carry(name, depth, previous), shared.dtype)], axis=-1)
@@ -148,8 +167,9 @@ class TaskAttention(SharingLayer):
         return self._forward(inputs, training)[0]
 
     def compute_output_shape(self, input_shape):
-        return {name: self._feature_shapes(input_shape)[-1] for name in self.task_names}
+        shapes = self._feature_shapes(input_shape)
+        return {name: shapes[self.depths.get(name, len(shapes)) - 1] for name in self.task_names}
 
     def get_config(self):
         return {**super().get_config(), "units": list(self.units), "activation": self.activation,
-                "dropout": self.dropout}
+                "dropout": self.dropout, "depths": dict(self.depths)}
