@@ -10,7 +10,8 @@ One step:
 3. without a gradient method: one backward pass of sum_t w_t L_t, as plain Keras would;
    with one, in parameter space: T backward passes, the shared-parameter gradients all-reduced once, combined by
    the method (from their Gram matrix), divided by the replica count because the optimizer sums over replicas
-   again; the heads keep their own gradients (sum_t of each task's, summed by the optimizer as usual);
+   again; the heads keep their own gradients (sum_t of each task's, summed by the optimizer as usual); an
+   embedding's sparse gradient stays to the rows the batch touches (`task_matrix.TaskMatrix`) on one replica;
    in representation space (MGDA-UB): T backward passes through the heads to the shared representation, the Gram
    matrix all-reduced, then one backward pass of sum_t alpha_t w_t L_t for the shared weights;
 4. mixed precision: each backward pass runs on the scaled loss, gradients are unscaled before any norm or Gram
@@ -37,6 +38,7 @@ from mtl_keras.training.shared import (
     partition_variables,
     shared_representation,
 )
+from mtl_keras.training.task_matrix import TaskMatrix, flatten
 from mtl_keras.training.weighting import Weighting
 
 SUM = tf.distribute.ReduceOp.SUM
@@ -266,6 +268,12 @@ class MultiTaskStep:
         recompute = self._recompute(step)
         shared_variables = [variables[i] for i in shared]
         own_variables = [variables[i] for i in own]
+        # Sparse gradients (an embedding's) stay to the rows the batch touches where the coordinates may differ
+        # from step to step: not across replicas (their rows differ and are summed), nor for methods that keep
+        # state per coordinate (vector methods), nor where a conditional must return one shape either way.
+        compact = (recompute is None and context.num_replicas_in_sync == 1
+                   and not isinstance(self.gradient, VectorGradientMethod))
+        matrix = []
         if shared:
             def every_task():
                 if recompute is None:  # the connectivity passes are the per-task gradients: no second set
@@ -273,7 +281,9 @@ class MultiTaskStep:
                 else:  # inside the conditional, so that steps reusing the combination skip them
                     task_gradients = [tape.gradient(target, shared_variables + own_variables)
                                       for target in scaled_tasks]
-                flat = tf.stack([_flatten(g[:len(shared)], shared_variables) for g in task_gradients]) / scale
+                on_shared = [g[:len(shared)] for g in task_gradients]
+                matrix.append((TaskMatrix.compact if compact else TaskMatrix.dense)(on_shared, shared_variables))
+                flat = matrix[-1].rows / scale
                 own_sums = [_sum_present([g[len(shared) + k] for g in task_gradients], v)
                             for k, v in enumerate(own_variables)]
                 return flat, own_sums, [tf.zeros_like(v) for v in shared_variables]
@@ -301,7 +311,7 @@ class MultiTaskStep:
             combined = tf.where(finite, combined, float("nan"))
             # The optimizer sums over replicas again: hand each replica its share of the combined update.
             combined = combined * scale / context.num_replicas_in_sync
-            pieces = _unflatten(combined, shared_variables)
+            pieces = matrix[-1].gradients(combined) if compact else _unflatten(combined, shared_variables)
             if recompute is not None:
                 pieces = [tf.where(recompute, piece, other) for piece, other in zip(pieces, reused, strict=True)]
             for i, piece in zip(shared, pieces, strict=True):
@@ -326,7 +336,7 @@ class MultiTaskStep:
         def every_task():
             per_task, own_sums = _representation_passes(tape, scaled_tasks, connectivity, own, own_variables,
                                                         representation)
-            return tf.stack([_flatten(g, representation) for g in per_task]) / scale, own_sums
+            return tf.stack([flatten(g, representation) for g in per_task]) / scale, own_sums
 
         def reuse():
             own_sums = tape.gradient(scaled_tasks, own_variables) if own_variables else []
@@ -362,7 +372,7 @@ class MultiTaskStep:
                                                     representation)
         for i, gradient in zip(own, own_sums, strict=True):
             gradients[i] = gradient
-        flat = tf.stack([_flatten(g, representation) for g in per_task]) / scale
+        flat = tf.stack([flatten(g, representation) for g in per_task]) / scale
         cosines = gradient_cosines(context.all_reduce(SUM, tf.matmul(flat, flat, transpose_b=True)))
         rewritten = self.gradient.representation_gradients(per_task, representation, step, context)
         # An overflowed loss can still have finite (huge) gradients on the representation: skip the step, as a
@@ -390,7 +400,9 @@ class MultiTaskStep:
             return
         for i, gradient in zip(indices, tape.gradient(scaled_extra, [variables[i] for i in indices]), strict=True):
             if gradient is not None:
-                gradients[i] = gradient if gradients[i] is None else gradients[i] + gradient
+                # (a sparse method update plus a dense regulariser gradient: added as dense tensors)
+                gradients[i] = gradient if gradients[i] is None else (
+                    tf.convert_to_tensor(gradients[i]) + tf.convert_to_tensor(gradient))
 
     def _gradient_norms(self, tape, scaled_tasks, variables, task_gradients, scale, context):
         chosen = self._norm_variables.value
@@ -399,7 +411,7 @@ class MultiTaskStep:
             per_task = [[g[index[id(v)]] for v in chosen] for g in task_gradients]
         else:
             per_task = [tape.gradient(target, chosen) for target in scaled_tasks]
-        flat = context.all_reduce(SUM, tf.stack([_flatten(g, chosen) for g in per_task]) / scale)
+        flat = context.all_reduce(SUM, tf.stack([flatten(g, chosen) for g in per_task]) / scale)
         return tf.norm(flat, axis=1)
 
     # --- logs -----------------------------------------------------------------------------------------------------
@@ -432,12 +444,6 @@ def _representation_passes(tape, scaled_tasks, connectivity, own, own_variables,
 def _regularization(model) -> tf.Tensor:
     terms = [tf.cast(tf.reduce_sum(term), tf.float32) for term in model.losses]
     return tf.add_n(terms) if terms else tf.constant(0.0)
-
-
-def _flatten(gradients, variables) -> tf.Tensor:
-    # `tf.shape`, not `.shape`: a representation tensor has an unknown batch size.
-    return tf.concat([tf.reshape(tf.zeros(tf.shape(v), tf.float32) if g is None else tf.cast(g, tf.float32), [-1])
-                      for g, v in zip(gradients, variables, strict=True)], axis=0)
 
 
 def _dense(gradient, variable) -> tf.Tensor:
