@@ -274,7 +274,12 @@ class MultiTaskStep:
         compact = (recompute is None and context.num_replicas_in_sync == 1
                    and not isinstance(self.gradient, VectorGradientMethod))
         matrix = []
-        if shared:
+        if shared and recompute is not None and context.num_replicas_in_sync == 1:
+            pieces, own_sums, cosines = self._combine_or_reuse_on_one_replica(
+                tape, scaled_tasks, shared_variables, own_variables, scale, step, recompute, weighted_losses)
+            for i, gradient in zip(shared + own, pieces + own_sums, strict=True):
+                gradients[i] = gradient
+        elif shared:
             def every_task():
                 if recompute is None:  # the connectivity passes are the per-task gradients: no second set
                     task_gradients = [[g[i] for i in shared + own] for g in connectivity]
@@ -324,6 +329,47 @@ class MultiTaskStep:
                 gradients[i] = tf.add_n([g[i] for g in connectivity if g[i] is not None])
         self._finish(tape, scaled_extra, scaled_total, variables, gradients, shared + own, other)
         return gradients, (connectivity if recompute is None else None), cosines, recompute
+
+    def _combine_or_reuse_on_one_replica(self, tape, scaled_tasks, shared_variables, own_variables, scale, step,
+                                         recompute, weighted_losses):
+        """`update_every > 1` on one replica: nothing to all-reduce, so the whole combination sits inside the
+        conditional, and a step that reuses it costs one backward pass and nothing over the T x P gradient matrix.
+        Returns the shared variables' gradients, the own variables' and the cosines (zeros on reusing steps, which
+        the monitor does not record)."""
+        method = self.gradient
+        num_tasks = len(scaled_tasks)
+
+        def combine():
+            task_gradients = [tape.gradient(target, shared_variables + own_variables) for target in scaled_tasks]
+            on_shared = [g[:len(shared_variables)] for g in task_gradients]
+            vector = isinstance(method, VectorGradientMethod)
+            matrix = (TaskMatrix.dense if vector else TaskMatrix.compact)(on_shared, shared_variables)
+            flat = matrix.rows / scale
+            gram = tf.matmul(flat, flat, transpose_b=True)
+            if vector:
+                update, _, state = method.update_and_state(flat, weighted_losses, step)
+            else:
+                alpha, state = method.coefficients_and_state(gram, step)
+                update = tf.linalg.matvec(flat, tf.stop_gradient(alpha), transpose_a=True)
+            finite = tf.logical_and(tf.reduce_all(tf.math.is_finite(flat)), tf.reduce_all(tf.math.is_finite(gram)))
+            update = tf.where(finite, tf.stop_gradient(update), float("nan")) * scale
+            pieces = [_dense(g, v) for g, v in zip(matrix.gradients(update), shared_variables, strict=True)]
+            own_sums = [_sum_present([g[len(shared_variables) + k] for g in task_gradients], v)
+                        for k, v in enumerate(own_variables)]
+            return pieces, own_sums, gradient_cosines(gram), state
+
+        def reuse():  # sum_t alpha_t (w_t L_t) on the shared weights, sum_t w_t L_t on the heads' own
+            alpha = tf.unstack(tf.convert_to_tensor(method.last_coefficients))
+            reused = tape.gradient(scaled_tasks, shared_variables, output_gradients=alpha)
+            own_sums = tape.gradient(scaled_tasks, own_variables) if own_variables else []
+            return ([_dense(g, v) for g, v in zip(reused, shared_variables, strict=True)],
+                    [_dense(g, v) for g, v in zip(own_sums, own_variables, strict=True)],
+                    tf.zeros([num_tasks, num_tasks]), [tf.convert_to_tensor(v) for v in method.state_variables])
+
+        pieces, own_sums, cosines, state = tf.cond(recompute, combine, reuse)
+        for variable, value in zip(method.state_variables, state, strict=True):
+            variable.assign(value)
+        return pieces, own_sums, cosines
 
     def _representation_space(self, tape, scaled_tasks, scaled_total, scaled_extra, representation, variables,
                               scale, step, context):
